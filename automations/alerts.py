@@ -1,0 +1,73 @@
+"""Telling people when it matters: when a run goes dead the recipe's alert step runs (any
+action: a chat message, an email…), and a recipe whose last N finished runs are all dead is
+paused so it stops hammering a broken receiver. Paused recipes hold their events, so
+resuming loses nothing."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+
+from connectors.base import ActionContext, ConnectorError
+from connectors.registry import ACTIONS
+
+from . import connections as connections_mod
+from .core import Core
+from .models import Connection, Recipe, RecipeStatus, Run, RunStatus
+from .templating import TemplateError, render_value
+
+log = logging.getLogger("hookline.alerts")
+
+DEFAULT_PAUSE_AFTER_DEAD = 10
+_FINISHED = [RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.DEAD.value]
+
+
+def after_dead(core: Core, run_id: int, recipe_id: int | None, settings: dict[str, Any], error: str) -> None:
+    """Called once a run has been recorded as dead. Never raises: an alert that fails is logged."""
+    if recipe_id is None:
+        return
+    try:
+        paused, name = _maybe_pause(core, recipe_id, settings)
+        alert = settings.get("alert")
+        if alert:
+            _send(core, alert, {"recipe": {"id": recipe_id, "name": name}, "run": {"id": run_id},
+                                "error": error, "paused": paused})
+    except Exception:
+        log.exception("alert for dead run %s failed", run_id)
+
+
+def _maybe_pause(core: Core, recipe_id: int, settings: dict[str, Any]) -> tuple[bool, str]:
+    limit = settings.get("pause_after_dead")
+    limit = DEFAULT_PAUSE_AFTER_DEAD if limit in (None, "") else int(limit)
+    with core.read_engine.connect() as conn:
+        name = conn.scalar(select(Recipe.name).where(Recipe.id == recipe_id)) or f"recipe {recipe_id}"
+        last = conn.scalars(select(Run.status).where(Run.recipe_id == recipe_id, Run.status.in_(_FINISHED))
+                            .order_by(Run.finished_at.desc(), Run.id.desc()).limit(max(limit, 1))).all()
+    if limit <= 0 or len(last) < limit or any(s != RunStatus.DEAD.value for s in last):
+        return False, name
+    reason = f"paused automatically: the last {limit} runs all went dead"
+    stmt = (update(Recipe).where(Recipe.id == recipe_id, Recipe.status == RecipeStatus.ACTIVE.value)
+            .values(status=RecipeStatus.PAUSED.value, status_reason=reason))
+    paused = core.writer.submit(lambda conn: conn.execute(stmt).rowcount == 1)
+    if paused:
+        log.warning("recipe %s (%s) %s", recipe_id, name, reason)
+    return paused, name
+
+
+def _send(core: Core, alert: dict[str, Any], context: dict[str, Any]) -> None:
+    action = ACTIONS[alert["action"]]
+    with core.read_engine.connect() as conn:
+        row = (conn.execute(select(Connection.settings, Connection.secret_blob)
+                            .where(Connection.id == alert.get("connection"))).first()
+               if alert.get("connection") else None)
+    inputs = {}
+    for f in action.fields:
+        value = (alert.get("inputs") or {}).get(f.name, f.default)
+        inputs[f.name] = render_value(value, context) if f.template and value is not None else value
+    ctx = ActionContext(inputs=inputs, credentials=connections_mod.credentials_for(core.secret_box, row),
+                        http=core.http, idempotency_key=f"hookline-alert-{context['run']['id']}")
+    try:
+        action.run(ctx)
+    except (ConnectorError, TemplateError) as exc:
+        log.warning("alert for run %s not delivered: %s", context["run"]["id"], exc)

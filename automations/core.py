@@ -1,0 +1,113 @@
+"""The engine's shared parts, built once per process from configuration.
+
+The web app, the worker and the CLI all construct one ``Core``; nothing in the engine reads
+Flask configuration or imports ``web/``.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from connectors.outbound import OutboundClient
+
+from . import recipes as recipes_mod
+from .clock import Clock, system_clock
+from .db import READ_ONLY, configure_engine, create_schema, make_session_factory
+from .definitions import DefinitionCache
+from .models import Connection, Recipe
+from .secrets import SecretBox, load_or_create_key
+from .writer import BatchWriter
+
+SETTINGS_TTL = 1.0
+
+
+@dataclass
+class Core:
+    engine: Engine
+    secret_box: SecretBox
+    http: OutboundClient
+    clock: Clock = system_clock
+    lease_seconds: int = 300
+    poll_interval: float = 1.0
+    runner_threads: int = 16
+    retention_days: float = 30.0
+    definitions: DefinitionCache = field(default_factory=DefinitionCache)
+    session_factory: Callable[[], Session] = field(init=False)
+    read_session_factory: Callable[[], Session] = field(init=False)
+    read_engine: Engine = field(init=False)
+    writer: BatchWriter = field(init=False)
+    _tokens: dict[str, int] = field(default_factory=dict, init=False)
+    _versions: dict[int, tuple[int | None, float]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        configure_engine(self.engine)
+        self.session_factory = make_session_factory(self.engine)
+        self.read_session_factory = make_session_factory(self.engine, read_only=True)
+        self.read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self.writer = BatchWriter(self.engine)
+
+    def recipe_id_for_token(self, token: str) -> int | None:
+        """Token → recipe id. The mapping never changes for a recipe's life, so it is cached;
+        a deleted recipe is caught when the event is stored (and evicted here)."""
+        rid = self._tokens.get(token)
+        if rid is None:
+            with self.read_session_factory() as s:
+                recipe = recipes_mod.by_token(s, token)
+                rid = recipe.id if recipe else None
+            if rid is not None:
+                self._tokens[token] = rid
+        return rid
+
+    def current_settings(self, recipe_id: int) -> dict[str, Any]:
+        """The settings of the recipe's current version. The version number is re-read at most
+        every SETTINGS_TTL seconds (a saved change applies within that), not on every webhook."""
+        cached = self._versions.get(recipe_id)
+        now = time.monotonic()
+        if cached is None or now - cached[1] > SETTINGS_TTL:
+            with self.read_engine.connect() as conn:
+                version = conn.scalar(select(Recipe.current_version).where(Recipe.id == recipe_id))
+            cached = (version, now)
+            self._versions[recipe_id] = cached
+        if cached[0] is None:
+            return {}
+        d = self.definitions.peek(recipe_id, cached[0])
+        if d is None:
+            with self.read_engine.connect() as conn:
+                d = self.definitions.get(conn, recipe_id, cached[0])
+        return (d or {}).get("settings") or {}
+
+    def signing_secret_blob(self, connection_id: Any) -> bytes | None:
+        with self.read_engine.connect() as conn:
+            return conn.scalar(select(Connection.secret_blob).where(Connection.id == connection_id))
+
+    def forget_token(self, token: str) -> None:
+        self._tokens.pop(token, None)
+
+    def create_schema(self) -> None:
+        create_schema(self.engine)
+
+
+def encryption_keys(configured: list[str], instance_path: str | Path) -> list[str]:
+    """Configured keys, or the instance's own key file (created on first start)."""
+    return list(configured) or [load_or_create_key(Path(instance_path) / "encryption.key")]
+
+
+def build_core(engine: Engine, config: dict[str, Any], instance_path: str | Path,
+               clock: Clock = system_clock) -> Core:
+    return Core(
+        engine=engine,
+        secret_box=SecretBox(encryption_keys(config.get("ENCRYPTION_KEYS") or [], instance_path)),
+        http=OutboundClient(allowlist=config.get("OUTBOUND_ALLOWLIST") or [],
+                            timeout=float(config.get("OUTBOUND_TIMEOUT", 30.0))),
+        clock=clock,
+        lease_seconds=int(config.get("LEASE_SECONDS", 300)),
+        poll_interval=float(config.get("POLL_INTERVAL", 1.0)),
+        runner_threads=int(config.get("RUNNER_THREADS", 16)),
+        retention_days=float(config.get("RETENTION_DAYS", 30)),
+    )

@@ -1,0 +1,119 @@
+"""Engine setup shared by the web app and the worker.
+
+SQLite (the embedded default) runs in WAL mode and every transaction starts with
+``BEGIN IMMEDIATE``: a transaction that reads and then writes can never fail half-way with
+``SQLITE_BUSY_SNAPSHOT``. Writers inside one process queue on a lock instead of spinning in
+SQLite's busy handler (which sleeps in steps of up to 100 ms and ruins tail latency);
+writers in other processes still wait on ``busy_timeout``.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Base
+
+READ_ONLY = "hookline_read_only"
+LOCK_TIMEOUT = 30.0
+
+
+def is_sqlite(url_or_engine: Any) -> bool:
+    return str(getattr(url_or_engine, "url", url_or_engine)).startswith("sqlite")
+
+
+def engine_options(url: str, pool_size: int = 20) -> dict[str, Any]:
+    """Options for ``create_engine`` (also handed to Flask-SQLAlchemy)."""
+    if is_sqlite(url):
+        return {
+            "connect_args": {"check_same_thread": False, "timeout": 30},
+            "pool_size": pool_size,
+            "max_overflow": 20,
+        }
+    return {"pool_size": pool_size, "max_overflow": 20, "pool_pre_ping": True}
+
+
+def configure_engine(engine: Engine) -> Engine:
+    """Install SQLite pragmas and transaction handling. Idempotent; no-op elsewhere."""
+    if not is_sqlite(engine) or getattr(engine.dialect, "_hookline_configured", False):
+        return engine
+    engine.dialect._hookline_configured = True  # type: ignore[attr-defined]
+    write_lock = threading.Lock()
+    holders: dict[int, int] = {}  # id() of the DBAPI connection holding write_lock → thread id
+
+    def release(conn: Any) -> None:
+        key = id(getattr(conn, "dbapi_connection", conn))  # pool proxy or raw DBAPI connection
+        if holders.pop(key, None) is not None:
+            write_lock.release()
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # autocommit at driver level; we issue BEGIN ourselves
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
+            dbapi_conn.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        dbapi_conn = conn.connection.dbapi_connection
+        if conn.get_execution_options().get(READ_ONLY):
+            dbapi_conn.execute("BEGIN")  # a reader never upgrades, so WAL lets it run beside writers
+            return
+        if threading.get_ident() in holders.values():
+            # This thread already writes through another connection: taking the lock would
+            # deadlock. Let SQLite's busy timeout turn it into an error instead.
+            dbapi_conn.execute("BEGIN IMMEDIATE")
+            return
+        if not write_lock.acquire(timeout=LOCK_TIMEOUT):
+            raise sqlite3.OperationalError(f"database is locked (no writer slot after {LOCK_TIMEOUT:.0f} s)")
+        holders[id(dbapi_conn)] = threading.get_ident()
+        try:
+            dbapi_conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            release(dbapi_conn)
+            raise
+
+    @event.listens_for(engine, "close")
+    def _on_close(dbapi_conn: Any, _record: Any) -> None:
+        release(dbapi_conn)
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(dbapi_conn: Any, _record: Any, _exc: Any) -> None:
+        release(dbapi_conn)
+
+    dialect = engine.dialect
+    orig_commit, orig_rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_conn: Any) -> None:
+        try:
+            orig_commit(dbapi_conn)
+        finally:
+            release(dbapi_conn)
+
+    def do_rollback(dbapi_conn: Any) -> None:  # also called by the pool's reset-on-return
+        try:
+            orig_rollback(dbapi_conn)
+        finally:
+            release(dbapi_conn)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    return engine
+
+
+def make_engine(url: str, pool_size: int = 20) -> Engine:
+    return configure_engine(create_engine(url, **engine_options(url, pool_size)))
+
+
+def make_session_factory(engine: Engine, read_only: bool = False) -> Callable[[], Session]:
+    """Sessions for the engine. ``read_only`` sessions must not write: on SQLite they skip the
+    writer lock and run concurrently with writers (WAL snapshot reads)."""
+    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
+    return sessionmaker(bind=bind, expire_on_commit=False)
+
+
+def create_schema(engine: Engine) -> None:
+    Base.metadata.create_all(engine)

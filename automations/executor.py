@@ -1,0 +1,235 @@
+"""Executing one claimed run: the single funnel every attempt goes through.
+
+Order of business: load what the run needs and close the transaction (no database lock is
+ever held across network I/O); extract fields; then for each step not yet done: render,
+call the connector, and checkpoint the result. The ``except`` ladder decides the outcome:
+``RetryableError`` → scheduled retry (or dead), ``PermanentError``/mapping/template errors
+→ failed, anything else → a bug: logged with its traceback, failed, not retried.
+Every write checks the lease, so a worker that lost its run cannot overwrite the new owner.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import Connection as DBConnection
+from sqlalchemy import bindparam, insert, select, update
+
+from connectors.base import ActionContext, ActionResult, PermanentError, RetryableError
+from connectors.registry import ACTIONS
+
+from . import alerts
+from . import connections as connections_mod
+from .core import Core
+from .mapping import MappingError, extract
+from .models import Connection, Event, Run, RunStatus, StepRun
+from .redact import redact_values
+from .retry import RetryPolicy, next_attempt_at
+from .templating import TemplateError, build_context, render_value
+
+log = logging.getLogger("hookline.runner")
+
+@dataclass
+class _Loaded:
+    run: Run
+    event: Event
+    definition: dict[str, Any] | None
+    connections: dict[int, Connection]
+
+
+class LeaseLost(Exception):
+    """Another worker owns the run now (our lease expired); stop without writing."""
+
+
+_RUN_COLS = (Run.id, Run.event_id, Run.recipe_id, Run.recipe_version, Run.status, Run.attempt,
+             Run.lease_owner, Run.step_index, Run.outputs, Run.created_at, Run.started_at)
+_EVENT_COLS = (Event.method, Event.headers, Event.query, Event.body, Event.parse_error, Event.received_at)
+_CONNECTIONS = select(Connection.id, Connection.name, Connection.kind, Connection.settings,
+                      Connection.secret_blob).where(Connection.id.in_(bindparam("ids", expanding=True)))
+_LOAD = select(*_RUN_COLS, *_EVENT_COLS).join(Event, Event.id == Run.event_id).where(Run.id == bindparam("b_id"))
+
+
+def _load(core: Core, run_id: int, owner: str) -> _Loaded | None:
+    """One read (run joined with its event) outside any write lock: the hot path of every run."""
+    with core.read_engine.connect() as conn:
+        row = conn.execute(_LOAD, {"b_id": run_id}).first()
+        if row is None or row.status != RunStatus.RUNNING.value or row.lease_owner != owner:
+            return None
+        m = row._mapping  # plain namespaces: ORM instances cost more than the query
+        run = SimpleNamespace(**{c.key: m[c.key] for c in _RUN_COLS})
+        event = SimpleNamespace(**{c.key: m[c.key] for c in _EVENT_COLS})
+        definition = core.definitions.get(conn, run.recipe_id, run.recipe_version)
+        ids = {st.get("connection") for st in (definition or {}).get("steps", []) if st.get("connection")}
+        conns = {c.id: c for c in conn.execute(_CONNECTIONS, {"ids": list(ids)})} if ids else {}
+        conn.commit()
+        return _Loaded(run, event, definition, conns)
+
+
+def trigger_of(event: Event) -> dict[str, Any]:
+    body = event.body
+    if body is None and event.query:
+        body = event.query  # GET hooks carry their data in the query string
+    return {"body": body, "headers": event.headers or {}, "query": event.query or {},
+            "method": event.method, "received_at": event.received_at.isoformat() + "Z"}
+
+
+def _step_inputs(action_key: str, raw_inputs: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    action = ACTIONS[action_key]
+    out: dict[str, Any] = {}
+    for f in action.fields:
+        value = raw_inputs.get(f.name, f.default)
+        out[f.name] = render_value(value, context) if (f.template and value is not None) else value
+    return out
+
+
+def execute(core: Core, run_id: int, owner: str) -> str | None:
+    """Run one claimed run to its next resting state; returns that status (None if not ours)."""
+    loaded = _load(core, run_id, owner)
+    if loaded is None:
+        return None
+    run, event, definition = loaded.run, loaded.event, loaded.definition
+    if definition is None:
+        return _finish(core, run, owner, RunStatus.FAILED, "the recipe of this run was deleted")
+    if event.parse_error:
+        return _finish(core, run, owner, RunStatus.FAILED, f"mapping error: {event.parse_error}")
+    trigger = trigger_of(event)
+    try:
+        fields = extract(definition.get("fields", []), trigger["body"])
+    except MappingError as exc:
+        return _finish(core, run, owner, RunStatus.FAILED, f"mapping error: {exc}")
+    outputs = dict(run.outputs or {})
+    steps = definition.get("steps", [])
+    try:
+        for index in range(run.step_index, len(steps)):
+            status = _execute_step(core, run, owner, index, steps[index], trigger, fields, outputs,
+                                   loaded.connections, definition.get("settings") or {},
+                                   last=index == len(steps) - 1)
+            if status is not None:
+                return status
+    except LeaseLost:
+        log.warning("run %s: lease lost to another worker; stopping", run.id)
+        return None
+    if run.step_index >= len(steps):  # no steps at all, or resumed after the last checkpoint
+        return _finish(core, run, owner, RunStatus.SUCCEEDED, None)
+    return RunStatus.SUCCEEDED.value
+
+
+def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, Any],
+                  trigger: dict[str, Any], fields: dict[str, Any], outputs: dict[str, Any],
+                  conns: dict[int, Connection], settings: dict[str, Any], last: bool) -> str | None:
+    """Returns a final/retry status to stop at, or None to go on with the next step."""
+    key, action_key = step["key"], step["action"]
+    conn = conns.get(step.get("connection")) if step.get("connection") else None
+    secrets = connections_mod.secret_values(core.secret_box, conn)
+    started, t0 = core.clock.now(), time.perf_counter()
+    record = StepRun(run_id=run.id, step_key=key, position=index, action=action_key,
+                     attempt=run.attempt, started_at=started)
+    inputs: dict[str, Any] | None = None
+    retry_after: float | datetime | None = None
+    try:
+        if action_key not in ACTIONS:
+            raise PermanentError(f"unknown action '{action_key}'")
+        if step.get("connection") and conn is None:
+            raise PermanentError(f"connection {step['connection']} no longer exists")
+        context = build_context(trigger, fields, outputs)
+        inputs = _step_inputs(action_key, step.get("inputs") or {}, context)
+        ctx = ActionContext(inputs=inputs, credentials=connections_mod.credentials_for(core.secret_box, conn),
+                            http=core.http, idempotency_key=f"hookline-{run.id}-{key}")
+        result: ActionResult = ACTIONS[action_key].run(ctx)
+    except RetryableError as exc:
+        outcome, retry_after = "retrying", exc.retry_after
+        record.error, record.request, record.response = exc.message, exc.request, exc.response
+    except (PermanentError, TemplateError, MappingError) as exc:
+        outcome = "failed"
+        record.error = getattr(exc, "message", None) or str(exc)
+        record.request, record.response = getattr(exc, "request", None), getattr(exc, "response", None)
+    except Exception as exc:  # a bug in a connector or in our code: never retried
+        log.exception("run %s step %s (%s) crashed", run.id, key, action_key)
+        outcome = "failed"
+        record.error = f"internal error ({type(exc).__name__}): {exc}\n" + traceback.format_exc(limit=8)
+    else:
+        outcome = "succeeded"
+        record.request, record.response = result.request, result.response
+        outputs[key] = result.output
+    record.status = outcome
+    record.duration_ms = int((time.perf_counter() - t0) * 1000)
+    record.input = inputs
+    _scrub(record, secrets)
+    if outcome == "succeeded":
+        if last:
+            return _finish(core, run, owner, RunStatus.SUCCEEDED, None, record, outputs, index + 1)
+        _checkpoint(core, run, owner, record, outputs, index + 1)
+        return None
+    error = f"step '{key}' ({action_key}): {record.error}"
+    if outcome == "failed":
+        return _finish(core, run, owner, RunStatus.FAILED, error, record, outputs, index)
+    policy = RetryPolicy.from_settings(settings)
+    now = core.clock.now()
+    when = next_attempt_at(policy, run.attempt, run.created_at, now, retry_after)
+    if when is None:
+        error += f" (gave up after {run.attempt} attempts)"
+        status = _finish(core, run, owner, RunStatus.DEAD, error, record, outputs, index)
+        alerts.after_dead(core, run.id, run.recipe_id, settings, error)
+        return status
+    _write(core, run, owner, record, status=RunStatus.QUEUED.value, error=error, next_attempt_at=when,
+           lease_owner=None, lease_expires_at=None, step_index=index, outputs=outputs)
+    return RunStatus.QUEUED.value
+
+
+def _scrub(record: StepRun, secrets: list[str]) -> None:
+    if not secrets:
+        return
+    record.input = redact_values(record.input, secrets)
+    record.request = redact_values(record.request, secrets)
+    record.response = redact_values(record.response, secrets)
+    record.error = redact_values(record.error, secrets)
+
+
+def _checkpoint(core: Core, run: Run, owner: str, record: StepRun, outputs: dict[str, Any],
+                step_index: int) -> None:
+    _write(core, run, owner, record, step_index=step_index, outputs=outputs)
+
+
+def _finish(core: Core, run: Run, owner: str, status: RunStatus, error: str | None,
+            record: StepRun | None = None, outputs: dict[str, Any] | None = None,
+            step_index: int | None = None) -> str:
+    now = core.clock.now()
+    started = run.started_at or now
+    values: dict[str, Any] = {"status": status.value, "error": error, "finished_at": now,
+                                  "duration_ms": int((now - started).total_seconds() * 1000),
+                                  "lease_owner": None, "lease_expires_at": None, "next_attempt_at": None}
+    if outputs is not None:
+        values["outputs"] = outputs
+    if step_index is not None:
+        values["step_index"] = step_index
+    _write(core, run, owner, record, **values)
+    return status.value
+
+
+_STEP_COLUMNS = tuple(c.key for c in StepRun.__table__.columns if c.key != "id")
+# Built once; the SET clause comes from each call's parameter names.
+_GUARDED_UPDATE = update(Run).where(Run.id == bindparam("b_id"), Run.lease_owner == bindparam("b_owner"),
+                                    Run.status == RunStatus.RUNNING.value)
+_INSERT_STEP = insert(StepRun)
+
+
+def _write(core: Core, run: Run, owner: str, record: StepRun | None, **values: Any) -> None:
+    """One unit of the batch writer: the step record and the run's new state, only if we still
+    hold the lease. Returns once committed."""
+    row = {k: getattr(record, k) for k in _STEP_COLUMNS} if record is not None else None
+    params = {**values, "b_id": run.id, "b_owner": owner}
+
+    def work(conn: DBConnection) -> None:
+        if conn.execute(_GUARDED_UPDATE, params).rowcount != 1:
+            raise LeaseLost(run.id)
+        if row is not None:
+            conn.execute(_INSERT_STEP, row)
+
+    core.writer.submit(work)
+    for k, v in values.items():
+        setattr(run, k, v)

@@ -1,0 +1,281 @@
+"""Turning one inbound HTTP request into a stored event and its run.
+
+Parsing never rejects: whatever arrives is kept byte for byte; what can be parsed is parsed,
+and a body that claims a type it is not is kept as text with ``parse_error`` set so the run
+fails with a clear message instead of the request failing with a 500.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+from urllib.parse import parse_qsl
+from xml.etree.ElementTree import Element, ParseError
+
+from defusedxml import ElementTree as SafeET
+from defusedxml.common import DefusedXmlException
+from sqlalchemy import Connection, bindparam, insert, select
+
+from . import dedupe
+from .clock import Clock, system_clock
+from .definitions import DefinitionCache
+from .models import Event, Recipe, RecipeStatus, Run, RunStatus
+from .redact import redact_headers
+from .writer import BatchWriter
+
+
+@dataclass
+class InboundRequest:
+    """The transport-neutral facts of one request (the web layer fills this in)."""
+
+    method: str
+    content_type: str | None
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    query: dict[str, Any] = field(default_factory=dict)
+    remote_addr: str | None = None
+
+
+@dataclass
+class ParsedBody:
+    kind: str  # json | form | multipart | xml | text | binary | empty
+    value: Any
+    error: str | None = None
+
+
+def _mime(content_type: str | None) -> tuple[str, dict[str, str]]:
+    if not content_type:
+        return "", {}
+    main, _, rest = content_type.partition(";")
+    params = {}
+    for part in rest.split(";"):
+        k, _, v = part.strip().partition("=")
+        if k:
+            params[k.lower()] = v.strip().strip('"')
+    return main.strip().lower(), params
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    try:
+        return raw.decode(charset or "utf-8")
+    except (LookupError, UnicodeDecodeError):
+        return raw.decode("utf-8", errors="replace")
+
+
+def _is_json_type(mime: str) -> bool:
+    return mime == "application/json" or mime.endswith("+json") or mime == "text/json"
+
+
+def _is_xml_type(mime: str) -> bool:
+    return mime in ("application/xml", "text/xml") or mime.endswith("+xml")
+
+
+MAX_JSON_DEPTH = 64
+MAX_JSON_NODES = 200_000
+
+
+class BodyRejected(ValueError):
+    """A body that can only be an attack on whatever processes it later (JSON nested too
+    deeply or with too many values, XML with a DTD or entities): answered 400, not stored."""
+
+
+def _load_json(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise BodyRejected(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    _check_shape(value)
+    return value
+
+
+def _check_shape(value: Any) -> None:
+    stack, nodes = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_JSON_NODES:
+            raise BodyRejected(f"JSON with more than {MAX_JSON_NODES} values")
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise BodyRejected(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def parse_body(content_type: str | None, raw: bytes) -> ParsedBody:
+    """Raises :class:`BodyRejected` for abusive JSON; anything else is kept."""
+    if not raw:
+        return ParsedBody("empty", None)
+    mime, params = _mime(content_type)
+    charset = params.get("charset")
+    if _is_json_type(mime):
+        text = _decode(raw, charset)
+        try:
+            return ParsedBody("json", _load_json(text))
+        except BodyRejected:
+            raise
+        except ValueError as exc:
+            return ParsedBody("text", text, f"body is not valid JSON ({_json_error(exc)})")
+    if mime == "application/x-www-form-urlencoded":
+        return ParsedBody("form", _multi_dict(parse_qsl(_decode(raw, charset), keep_blank_values=True)))
+    if mime == "multipart/form-data":
+        return _parse_multipart(content_type or "", raw)
+    if _is_xml_type(mime):
+        try:
+            return ParsedBody("xml", xml_to_dict(SafeET.fromstring(raw, forbid_dtd=True)))
+        except DefusedXmlException as exc:  # DTDs and entities: the stuff of XXE and billion laughs
+            raise BodyRejected(f"XML with a DTD or entities is refused ({type(exc).__name__})") from None
+        except (ParseError, ValueError) as exc:
+            return ParsedBody("text", _decode(raw, charset), f"body is not acceptable XML ({exc})")
+    try:
+        text = raw.decode(charset or "utf-8")
+    except (LookupError, UnicodeDecodeError):
+        return ParsedBody("binary", None)
+    stripped = text.lstrip()
+    if mime in ("", "text/plain") and stripped[:1] in ("{", "["):
+        try:  # many senders post JSON without saying so
+            return ParsedBody("json", _load_json(text))
+        except BodyRejected:
+            raise
+        except ValueError:
+            pass
+    return ParsedBody("text", text)
+
+
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return str(exc)
+
+
+def _multi_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            out[k] = out[k] + [v] if isinstance(out[k], list) else [out[k], v]
+        else:
+            out[k] = v
+    return out
+
+
+def _parse_multipart(content_type: str, raw: bytes) -> ParsedBody:
+    msg = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + raw
+    )
+    if not msg.is_multipart():
+        return ParsedBody("text", _decode(raw, None), "multipart body has no valid boundary")
+    pairs: list[tuple[str, Any]] = []
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name is None:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            pairs.append((name, {"filename": filename, "content_type": part.get_content_type(),
+                                 "size": len(payload)}))
+        else:
+            pairs.append((name, _decode(payload, part.get_content_charset())))
+    return ParsedBody("multipart", _multi_dict(pairs))
+
+
+def xml_to_dict(el: Element) -> dict[str, Any]:
+    """``<a x="1"><b>t</b><b>u</b></a>`` → ``{"a": {"@x": "1", "b": ["t", "u"]}}``."""
+    return {_strip_ns(el.tag): _xml_value(el)}
+
+
+def _strip_ns(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _xml_value(el: Element) -> Any:
+    children = list(el)
+    text = (el.text or "").strip()
+    if not children and not el.attrib:
+        return text
+    out: dict[str, Any] = {f"@{_strip_ns(k)}": v for k, v in el.attrib.items()}
+    for child in children:
+        key, val = _strip_ns(child.tag), _xml_value(child)
+        if key in out:
+            out[key] = out[key] + [val] if isinstance(out[key], list) else [out[key], val]
+        else:
+            out[key] = val
+    if text:
+        out["#text"] = text
+    return out
+
+
+def event_values(recipe_id: int | None, req: InboundRequest, now: datetime) -> dict[str, Any]:
+    """The row of one received request (headers with credentials redacted)."""
+    parsed = parse_body(req.content_type, req.body)
+    return {
+        "recipe_id": recipe_id, "received_at": now, "method": req.method,
+        "headers": redact_headers(req.headers), "query": req.query, "remote_addr": req.remote_addr,
+        "content_type": req.content_type, "body_raw": req.body, "body_kind": parsed.kind,
+        "body": parsed.value, "parse_error": parsed.error,
+    }
+
+
+class RecipeGone(LookupError):
+    """The token no longer belongs to the recipe (deleted, or its URL was rotated) — the
+    cached lookup was stale; the request is answered 404."""
+
+
+@dataclass
+class Accepted:
+    run_id: int
+    status: str
+    duplicate: bool = False
+
+
+def store(conn: Connection, definitions: DefinitionCache, recipe_id: int, token: str,
+          raw_headers: dict[str, str], values: dict[str, Any], now: datetime,
+          rejected: str | None = None) -> Accepted:
+    """Insert the event and its run (held when the recipe is paused) in the caller's
+    transaction. The recipe's token, status and version are read in that same transaction,
+    so a pause, a rotated URL or a deletion committed before this event is always honoured.
+    A repeat of a delivery the recipe de-duplicates returns the first run, storing nothing.
+    A ``rejected`` request (failed verification) is stored with a final, never-run run that
+    carries the reason."""
+    row = conn.execute(_RECIPE_STATE, {"b_id": recipe_id, "b_token": token}).first()
+    if row is None:
+        raise RecipeGone(recipe_id)
+    definition = definitions.get(conn, recipe_id, row.current_version) or {}
+    spec = dedupe.DedupeSpec.from_settings(definition.get("settings"))
+    key = spec.key_for(raw_headers, values["body"]) if spec and rejected is None else None
+    if key is not None:
+        first = dedupe.first_run(conn, recipe_id, key, now)
+        if first is not None:
+            return Accepted(first, "duplicate", duplicate=True)
+    held = row.status == RecipeStatus.PAUSED.value
+    event_id = conn.execute(_INSERT_EVENT, values).scalar_one()
+    status = (RunStatus.REJECTED if rejected else RunStatus.HELD if held else RunStatus.QUEUED).value
+    run_id = conn.execute(_INSERT_RUN, {
+        "event_id": event_id, "recipe_id": recipe_id, "recipe_version": row.current_version, "status": status,
+        "attempt": 0, "step_index": 0, "outputs": {}, "created_at": now,
+        "next_attempt_at": None if held or rejected else now, "error": rejected,
+        "finished_at": now if rejected else None,
+    }).scalar_one()
+    if key is not None and spec is not None:
+        dedupe.remember(conn, recipe_id, key, run_id, now, spec)
+    return Accepted(run_id, status)
+
+
+# Built once: every webhook runs these, and building statements costs more than running them.
+_RECIPE_STATE = select(Recipe.status, Recipe.current_version).where(
+    Recipe.id == bindparam("b_id"), Recipe.token == bindparam("b_token"))
+_INSERT_EVENT = insert(Event).returning(Event.id)
+_INSERT_RUN = insert(Run).returning(Run.id)
+
+
+def accept(writer: BatchWriter, definitions: DefinitionCache, recipe_id: int, token: str,
+           req: InboundRequest, clock: Clock = system_clock, rejected: str | None = None) -> Accepted:
+    """Store the request; returns once committed. The caller acknowledges only after this
+    returns: the commit is the promise that the event will run to a final state."""
+    now = clock.now()
+    values = event_values(recipe_id, req, now)  # parsed here, outside the writer's transaction
+    return writer.submit(lambda conn: store(conn, definitions, recipe_id, token, req.headers, values, now,
+                                            rejected))

@@ -1,0 +1,140 @@
+"""Recipes as files: ``hookline export`` / ``hookline import``.
+
+Recipes are matched by inbound token, so a restored server keeps its URLs and the SaaS
+tools that post to them keep working. Connections are referenced by name; their secrets are
+never exported, so a restore needs the connections to exist (create them in the UI first).
+An import is all-or-nothing: every recipe is validated before anything is written.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import recipes as recipes_mod
+from .models import Connection, Recipe, RecipeStatus
+
+FORMAT_VERSION = 1
+SETTINGS_WITH_CONNECTION = ("alert", "verify")  # settings parts that name a connection
+
+
+class ImportProblem(ValueError):
+    pass
+
+
+@dataclass
+class Imported:
+    action: str  # "created" | "updated" | "unchanged"
+    recipe: Recipe
+
+
+def export_all(session: Session) -> dict[str, Any]:
+    conns = {c.id: c for c in session.scalars(select(Connection).order_by(Connection.name))}
+    out_recipes = []
+    for r in session.scalars(select(Recipe).order_by(Recipe.id)):
+        d = recipes_mod.current_definition(r)
+        for step in d["steps"]:
+            cid = step.pop("connection", None)
+            step["connection"] = conns[cid].name if cid in conns else None
+            if step["connection"] is None:
+                del step["connection"]
+        for part in SETTINGS_WITH_CONNECTION:  # ids are local to a server: files use names
+            ref = d["settings"].get(part)
+            if isinstance(ref, dict) and ref.get("connection") in conns:
+                ref["connection"] = conns[ref["connection"]].name
+        out_recipes.append({"name": r.name, "token": r.token, "status": r.status,
+                            "fields": d["fields"], "steps": d["steps"], "settings": d["settings"]})
+    return {
+        "hookline": FORMAT_VERSION,
+        "connections": [{"name": c.name, "kind": c.kind, "settings": c.settings or {}}
+                        for c in conns.values()],
+        "recipes": out_recipes,
+    }
+
+
+def dumps(data: dict[str, Any], fmt: str = "yaml") -> str:
+    if fmt == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def loads(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
+    except yaml.YAMLError as exc:
+        raise ImportProblem(f"not valid YAML or JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("recipes"), list):
+        raise ImportProblem("expected a mapping with a 'recipes' list (see README: recipe files)")
+    if data.get("hookline", FORMAT_VERSION) != FORMAT_VERSION:
+        raise ImportProblem(f"unsupported file version {data.get('hookline')!r}")
+    return data
+
+
+def import_all(session: Session, data: dict[str, Any]) -> list[Imported]:
+    by_name = {c.name: c.id for c in session.scalars(select(Connection))}
+    problems: list[str] = []
+    prepared = []
+    for i, item in enumerate(data["recipes"]):
+        label = f"recipes[{i}] ({item.get('name') or 'unnamed'})" if isinstance(item, dict) else f"recipes[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{label}: must be a mapping")
+            continue
+        token = item.get("token")
+        if token is not None and not (isinstance(token, str) and recipes_mod.TOKEN_FORMAT.match(token)):
+            problems.append(f"{label}: token must be 22-64 URL-safe characters (at least 128 bits)")
+            continue
+        steps = []
+        for j, step in enumerate(item.get("steps") or []):
+            step = dict(step)
+            cname = step.get("connection")
+            if cname is not None:
+                if cname not in by_name:
+                    problems.append(f"{label}: steps.{j}.connection: no connection named '{cname}' here; "
+                                    "create it first (secrets are never exported)")
+                    continue
+                step["connection"] = by_name[cname]
+            steps.append(step)
+        settings = dict(item.get("settings") or {})
+        for part in SETTINGS_WITH_CONNECTION:
+            ref = settings.get(part)
+            if isinstance(ref, dict) and ref.get("connection") is not None:
+                cname = ref["connection"]
+                if cname not in by_name:
+                    problems.append(f"{label}: settings.{part}.connection: no connection named '{cname}' here; "
+                                    "create it first (secrets are never exported)")
+                settings[part] = {**ref, "connection": by_name.get(cname)}
+        definition = {"fields": item.get("fields") or [], "steps": steps, "settings": settings}
+        prepared.append((label, item, token, definition))
+    if problems:
+        raise ImportProblem("nothing imported:\n  " + "\n  ".join(problems))
+    results: list[Imported] = []
+    try:
+        for label, item, token, definition in prepared:
+            results.append(_apply(session, item, token, definition))
+    except recipes_mod.RecipeInvalid as exc:
+        session.rollback()
+        raise ImportProblem(f"nothing imported: {label}: {exc}") from None
+    session.commit()
+    return results
+
+
+def _apply(session: Session, item: dict[str, Any], token: str | None, definition: dict[str, Any]) -> Imported:
+    existing = recipes_mod.by_token(session, token) if token else None
+    paused = item.get("status") == RecipeStatus.PAUSED.value
+    if existing is None:
+        recipe = recipes_mod.create(session, str(item.get("name") or ""), definition, token=token,
+                                    paused=paused, commit=False)
+        session.flush()
+        return Imported("created", recipe)
+    before = (existing.name, existing.current_version, existing.status)
+    recipes_mod.update_recipe(session, existing, name=str(item.get("name") or ""), definition=definition,
+                              commit=False)
+    if existing.is_paused != paused:
+        recipes_mod.set_paused(session, existing, paused, "paused in imported file" if paused else None,
+                               commit=False)
+    after = (existing.name, existing.current_version, existing.status)
+    return Imported("updated" if after != before else "unchanged", existing)

@@ -1,0 +1,76 @@
+"""The database as a queue: claiming due runs under a lease, and taking back expired leases.
+
+Claiming is one atomic statement (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)
+RETURNING id``; SQLite serialises writers, PostgreSQL skips rows other workers hold), so
+any number of workers can share the work without a run being claimed twice.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.orm import Session
+
+from .models import Run, RunStatus
+
+QUEUED = RunStatus.QUEUED.value
+RUNNING = RunStatus.RUNNING.value
+
+
+def claim(session: Session, owner: str, limit: int, now: datetime, lease_seconds: float) -> list[int]:
+    """Lease up to ``limit`` due runs to ``owner``; returns their ids, oldest due first. Commits."""
+    ids = claim_in(session, owner, limit, now, lease_seconds)
+    session.commit()
+    return ids
+
+
+def claim_in(conn: Connection | Session, owner: str, limit: int, now: datetime,
+             lease_seconds: float) -> list[int]:
+    """The claim inside the caller's transaction (the batch writer's, or a session's)."""
+    if limit <= 0:
+        return []
+    due = (
+        select(Run.id)
+        .where(Run.status == QUEUED, Run.next_attempt_at <= now)
+        .order_by(Run.next_attempt_at, Run.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        update(Run)
+        .where(Run.id.in_(due))
+        .values(status=RUNNING, lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempt=Run.attempt + 1, started_at=func.coalesce(Run.started_at, now))
+        .returning(Run.id)
+        .execution_options(synchronize_session=False)
+    ).scalars().all()
+    return sorted(rows)
+
+
+def recover_expired(session: Session, now: datetime) -> int:
+    """Put runs whose worker vanished (lease expired) back in the queue. Commits."""
+    result = session.execute(
+        update(Run)
+        .where(Run.status == RUNNING, Run.lease_expires_at < now)
+        .values(status=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount or 0
+
+
+def release(session: Session, owner: str, run_ids: list[int], now: datetime) -> int:
+    """Give back runs this worker claimed but will not start (graceful shutdown). Commits."""
+    if not run_ids:
+        return 0
+    result = session.execute(
+        update(Run)
+        .where(Run.id.in_(run_ids), Run.lease_owner == owner, Run.status == RUNNING)
+        .values(status=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now,
+                attempt=Run.attempt - 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount or 0

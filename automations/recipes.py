@@ -1,0 +1,295 @@
+"""Recipes: validation of a definition and the operations the UI, API and CLI share.
+
+A definition is plain data (so it exports, versions and diffs cleanly)::
+
+    {"fields":   [{"name": "email", "path": "$.data.email", "default": None}],
+     "steps":    [{"key": "notify", "name": "Tell sales", "action": "slack_message",
+                   "connection": 3, "inputs": {"text": "New signup: {{ email }}"}}],
+     "settings": {}}
+
+Every save validates the whole definition and collects *all* problems, each tied to the
+place it belongs (``fields.0.path``, ``steps.1.inputs.text``) so a form can show it on the
+field. Nothing is written unless the whole definition is valid.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from connectors.base import Action
+from connectors.registry import ACTIONS
+
+from . import dedupe, retry, verification
+from .clock import Clock, system_clock
+from .mapping import validate_path
+from .models import Connection, Recipe, RecipeStatus, RecipeVersion, Run, RunStatus
+from .templating import validate_template
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+RESERVED_NAMES = frozenset({"trigger", "steps", "fields", "now", "loop", "range", "true", "false", "none"})
+TOKEN_BYTES = 24  # 192 bits of randomness, URL-safe base64 → 32 characters
+TOKEN_FORMAT = re.compile(r"^[A-Za-z0-9_-]{22,64}$")  # imported tokens: at least 128 bits
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str    # dotted location: "name", "fields.0.path", "steps.1.inputs.text"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class RecipeInvalid(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(map(str, problems)))
+        self.problems = problems
+
+
+def empty_definition() -> dict[str, Any]:
+    return {"fields": [], "steps": [], "settings": {}}
+
+
+def normalize(definition: dict[str, Any] | None) -> dict[str, Any]:
+    d = copy.deepcopy(definition or {})
+    out = empty_definition()
+    out["fields"] = [
+        {"name": str(f.get("name", "")).strip(), "path": str(f.get("path", "")).strip(),
+         **({"default": f["default"]} if f.get("default") is not None else {})}
+        for f in d.get("fields") or []
+    ]
+    out["steps"] = [
+        {"key": str(s.get("key", "")).strip(), "name": str(s.get("name") or "").strip(),
+         "action": str(s.get("action", "")).strip(), "connection": s.get("connection"),
+         "inputs": dict(s.get("inputs") or {})}
+        for s in d.get("steps") or []
+    ]
+    out["settings"] = dict(d.get("settings") or {})
+    return out
+
+
+def validate(definition: dict[str, Any], connections: dict[int, Connection]) -> list[Problem]:
+    """All problems in a (normalized) definition; empty list when it can be saved."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, f in enumerate(definition["fields"]):
+        problems += _check_name(f"fields.{i}.name", f["name"], seen, "field")
+        err = validate_path(f["path"])
+        if err:
+            problems.append(Problem(f"fields.{i}.path", err))
+    keys: set[str] = set()
+    for i, step in enumerate(definition["steps"]):
+        problems += _validate_step(f"steps.{i}", step, keys, connections)
+    problems += [Problem(where, msg) for where, msg in dedupe.validate_settings(definition["settings"])]
+    problems += [Problem(where, msg) for where, msg in retry.validate_settings(definition["settings"])]
+    problems += _validate_alert(definition["settings"], connections)
+    problems += [Problem(w, m) for w, m in verification.validate_settings(definition["settings"], connections)]
+    return problems
+
+
+def _validate_alert(settings: dict[str, Any], connections: dict[int, Connection]) -> list[Problem]:
+    """``settings.alert`` is one step (action, connection, inputs) run when a run goes dead."""
+    problems = []
+    alert = settings.get("alert")
+    if alert:
+        if not isinstance(alert, dict):
+            return [Problem("settings.alert", "must be a step: action, connection and inputs")]
+        step = {"key": "alert", "action": str(alert.get("action", "")), "connection": alert.get("connection"),
+                "inputs": dict(alert.get("inputs") or {})}
+        problems += _validate_step("settings.alert", step, set(), connections)
+    limit = settings.get("pause_after_dead")
+    if limit not in (None, "") and not (isinstance(limit, int) and 0 <= limit <= 10_000):
+        problems.append(Problem("settings.pause_after_dead", "must be a whole number from 0 (never) to 10000"))
+    return problems
+
+
+def _check_name(where: str, name: str, seen: set[str], what: str) -> list[Problem]:
+    if not IDENTIFIER.match(name):
+        return [Problem(where, f"{what} names use letters, digits and _ and start with a letter")]
+    if name.lower() in RESERVED_NAMES:
+        return [Problem(where, f"'{name}' is reserved")]
+    if name in seen:
+        return [Problem(where, f"{what} '{name}' is defined twice")]
+    seen.add(name)
+    return []
+
+
+def _validate_step(at: str, step: dict[str, Any], keys: set[str],
+                   connections: dict[int, Connection]) -> list[Problem]:
+    problems = _check_name(f"{at}.key", step["key"], keys, "step key")
+    action = ACTIONS.get(step["action"])
+    if action is None:
+        return problems + [Problem(f"{at}.action", f"unknown action '{step['action']}'")]
+    problems += _validate_connection(at, action, step.get("connection"), connections)
+    inputs = step["inputs"]
+    for name in inputs:
+        if action.field(name) is None:
+            problems.append(Problem(f"{at}.inputs.{name}", f"'{action.label}' has no input '{name}'"))
+    for fld in action.fields:
+        value = inputs.get(fld.name)
+        if fld.required and _blank(value):
+            problems.append(Problem(f"{at}.inputs.{fld.name}", "is required"))
+            continue
+        if _blank(value):
+            continue
+        if fld.type == "select" and not fld.template and fld.choices:
+            allowed = {c[0] for c in fld.choices}
+            if value not in allowed:
+                problems.append(Problem(f"{at}.inputs.{fld.name}",
+                                        f"must be one of {', '.join(sorted(allowed))}"))
+        if fld.template:
+            for sub, text in _strings(value, f"{at}.inputs.{fld.name}"):
+                err = validate_template(text)
+                if err:
+                    problems.append(Problem(sub, err))
+    return problems
+
+
+def _validate_connection(at: str, action: Action, conn_id: Any,
+                         connections: dict[int, Connection]) -> list[Problem]:
+    if conn_id in (None, "", 0):
+        if action.credential_required:
+            return [Problem(f"{at}.connection", "choose a connection")]
+        return []
+    if action.credential is None:
+        return [Problem(f"{at}.connection", f"'{action.label}' takes no connection")]
+    conn = connections.get(_as_int(conn_id))
+    if conn is None:
+        return [Problem(f"{at}.connection", f"connection {conn_id} does not exist")]
+    if conn.kind != action.credential:
+        return [Problem(f"{at}.connection", f"'{conn.name}' is a {conn.kind} connection, "
+                                            f"this action needs {action.credential}")]
+    return []
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == "" or value == {} or value == []
+
+
+def _strings(value: Any, where: str) -> Iterable[tuple[str, str]]:
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k, f"{where}.{k}") if isinstance(k, str) and "{" in k else ()
+            yield from _strings(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for j, v in enumerate(value):
+            yield from _strings(v, f"{where}.{j}")
+
+
+def _connections(session: Session) -> dict[int, Connection]:
+    return {c.id: c for c in session.scalars(select(Connection))}
+
+
+def _checked(session: Session, name: str, definition: dict[str, Any] | None) -> dict[str, Any]:
+    d = normalize(definition)
+    problems = [] if name.strip() else [Problem("name", "is required")]
+    problems += validate(d, _connections(session))
+    if problems:
+        raise RecipeInvalid(problems)
+    for step in d["steps"]:
+        step["connection"] = _as_int(step["connection"]) if step["connection"] not in (None, "") else None
+    return d
+
+
+def create(session: Session, name: str, definition: dict[str, Any] | None = None, *,
+           token: str | None = None, paused: bool = False, clock: Clock = system_clock,
+           commit: bool = True) -> Recipe:
+    """Validate and insert a recipe with version 1."""
+    d = _checked(session, name, definition)
+    now = clock.now()
+    recipe = Recipe(name=name.strip(), token=token or new_token(), current_version=1,
+                    status=(RecipeStatus.PAUSED if paused else RecipeStatus.ACTIVE).value,
+                    created_at=now, updated_at=now)
+    recipe.versions.append(RecipeVersion(version=1, definition=d, created_at=now))
+    session.add(recipe)
+    if commit:
+        session.commit()
+    return recipe
+
+
+def update_recipe(session: Session, recipe: Recipe, *, name: str | None = None,
+                  definition: dict[str, Any] | None = None, clock: Clock = system_clock,
+                  commit: bool = True) -> Recipe:
+    """Rename and/or save a new version (only when the definition changed)."""
+    new_name = recipe.name if name is None else name
+    d = _checked(session, new_name, definition if definition is not None else current_definition(recipe))
+    recipe.name = new_name.strip()
+    if d != current_definition(recipe):
+        recipe.current_version += 1
+        recipe.versions.append(RecipeVersion(version=recipe.current_version, definition=d,
+                                             created_at=clock.now()))
+    recipe.updated_at = clock.now()
+    if commit:
+        session.commit()
+    return recipe
+
+
+def current_definition(recipe: Recipe) -> dict[str, Any]:
+    for v in reversed(recipe.versions):
+        if v.version == recipe.current_version:
+            return copy.deepcopy(v.definition)
+    return empty_definition()
+
+
+def set_paused(session: Session, recipe: Recipe, paused: bool, reason: str | None = None,
+               commit: bool = True) -> None:
+    recipe.status = (RecipeStatus.PAUSED if paused else RecipeStatus.ACTIVE).value
+    recipe.status_reason = reason if paused else None
+    if commit:
+        session.commit()
+
+
+def release_held(session: Session, recipe: Recipe, clock: Clock = system_clock) -> int:
+    """Queue every event held while the recipe was paused, on its current version."""
+    result = session.execute(
+        update(Run)
+        .where(Run.recipe_id == recipe.id, Run.status == RunStatus.HELD.value)
+        .values(status=RunStatus.QUEUED.value, next_attempt_at=clock.now(),
+                recipe_version=recipe.current_version)
+    )
+    session.commit()
+    return result.rowcount or 0
+
+
+def count_held(session: Session, recipe: Recipe) -> int:
+    return session.scalar(select(func.count()).select_from(Run).where(
+        Run.recipe_id == recipe.id, Run.status == RunStatus.HELD.value)) or 0
+
+
+def rotate_token(session: Session, recipe: Recipe) -> str:
+    """Give the recipe a new inbound URL (a leaked one is revoked: the old token gets 404). Commits."""
+    recipe.token = new_token()
+    session.commit()
+    return recipe.token
+
+
+def delete(session: Session, recipe: Recipe) -> None:
+    """Delete the recipe; its events and runs stay in history (recipe_id becomes NULL)."""
+    session.delete(recipe)
+    session.commit()
+
+
+def by_token(session: Session, token: str) -> Recipe | None:
+    if not token or len(token) > 64:
+        return None
+    return session.scalar(select(Recipe).where(Recipe.token == token))

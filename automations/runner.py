@@ -1,0 +1,151 @@
+"""The runner: a dispatcher thread that claims due runs and a thread pool that executes them.
+
+APScheduler drives time (a periodic tick for due retries and for runs other processes
+queued; a lease sweep; later retention), the database decides what runs. A run created in
+this process starts at once: the inbound endpoint calls :meth:`Runner.notify` after its
+commit, so nothing waits for the next poll.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from . import queue, retention
+from .core import Core
+from .executor import LeaseLost, execute
+
+log = logging.getLogger("hookline.runner")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Runner:
+    def __init__(self, core: Core, threads: int | None = None, prefetch: int = 2) -> None:
+        self.core = core
+        self.owner = worker_id()
+        self.threads = threads or core.runner_threads
+        self.capacity = self.threads * prefetch  # claimed ahead so the pool never starves
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="hookline-run")
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._inflight: dict[int, Future] = {}
+        self._started: set[int] = set()
+        self._backlog = False
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="hookline-dispatch", daemon=True)
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> Runner:
+        with self.core.session_factory() as s:
+            recovered = queue.recover_expired(s, self.core.clock.now())
+        if recovered:
+            log.info("took back %d runs whose lease had expired", recovered)
+        self._scheduler.add_job(self.notify, "interval", seconds=self.core.poll_interval,
+                                id="tick", max_instances=1, coalesce=True)
+        self._scheduler.add_job(self.recover_leases, "interval", seconds=max(5, self.core.lease_seconds / 10),
+                                id="recover-leases", max_instances=1, coalesce=True)
+        if self.core.retention_days > 0:
+            self._scheduler.add_job(self.purge_history, "interval", minutes=30, id="retention",
+                                    max_instances=1, coalesce=True)
+        self._scheduler.start()
+        self._dispatcher.start()
+        self.notify()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; let in-flight runs finish within ``timeout``; release the rest."""
+        self._stopping.set()
+        self._wake.set()
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        if self._dispatcher.is_alive():
+            self._dispatcher.join(timeout)
+        with self._lock:
+            pending = [rid for rid in self._inflight if rid not in self._started]
+            futures = list(self._inflight.values())
+        for f in futures:
+            f.cancel()
+        if pending:
+            with self.core.session_factory() as s:
+                queue.release(s, self.owner, pending, self.core.clock.now())
+        done = threading.Event()
+        threading.Thread(target=lambda: (self._pool.shutdown(wait=True), done.set()), daemon=True).start()
+        if not done.wait(timeout):
+            log.warning("runs still in flight after %.0fs; their leases will expire and be retaken", timeout)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def recover_leases(self) -> int:
+        with self.core.session_factory() as s:
+            n = queue.recover_expired(s, self.core.clock.now())
+        if n:
+            log.warning("took back %d runs whose worker stopped holding the lease", n)
+            self.notify()
+        return n
+
+    def purge_history(self) -> dict[str, int]:
+        totals = retention.purge(self.core.writer, self.core.clock.now(), self.core.retention_days)
+        if any(totals.values()):
+            log.info("retention: purged %(runs)d runs, %(events)d events, %(dedupe_keys)d delivery ids", totals)
+        return totals
+
+    # -- dispatching ---------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=max(self.core.poll_interval, 0.05) * 5)
+            self._wake.clear()
+            try:
+                self.dispatch()
+            except Exception:  # the database may be briefly unavailable: log and keep going
+                log.exception("dispatch failed")
+                self._stopping.wait(1.0)
+
+    def dispatch(self) -> int:
+        """Claim as many due runs as there is room for and hand them to the pool."""
+        total = 0
+        while not self._stopping.is_set():
+            with self._lock:
+                room = self.capacity - len(self._inflight)
+            if room <= 0:
+                return total
+            now, lease = self.core.clock.now(), self.core.lease_seconds
+            ids = self.core.writer.submit(
+                lambda conn, n=room, t=now, ls=lease: queue.claim_in(conn, self.owner, n, t, ls))
+            for rid in ids:
+                with self._lock:
+                    self._inflight[rid] = self._pool.submit(self._run, rid)
+            total += len(ids)
+            self._backlog = len(ids) == room
+            if len(ids) < room:
+                return total
+        return total
+
+    def _run(self, run_id: int) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._started.add(run_id)
+        try:
+            execute(self.core, run_id, self.owner)
+        except LeaseLost:
+            log.warning("run %s: lease lost to another worker", run_id)
+        except Exception:
+            log.exception("run %s: unexpected failure in the runner; its lease will expire and it "
+                          "will be retried", run_id)
+        finally:
+            with self._lock:
+                self._inflight.pop(run_id, None)
+                self._started.discard(run_id)
+                backlog = self._backlog
+            if backlog:  # the last claim was cut short by lack of room: there may be more due
+                self._wake.set()

@@ -1,0 +1,94 @@
+"""Group commit: the small write transactions of many threads become one.
+
+Every acknowledged webhook and every step result is a tiny transaction. Committed one by
+one, they queue on SQLite's single writer (and each holder is slowed further by the GIL);
+committed together, one COMMIT serves a whole batch. Callers block until *their* work is
+committed, so "acknowledge only after commit" still holds. If one unit fails, the batch is
+rolled back and every unit is run again alone, so only the failing one fails (units must
+therefore be plain database work that can be re-run).
+
+Callers must not hold a write transaction of their own while they wait (they would wait
+for the writer while the writer waits for them).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+log = logging.getLogger("hookline.writer")
+
+T = TypeVar("T")
+Work = Callable[[Connection], Any]
+
+
+class BatchWriter:
+    def __init__(self, engine: Engine, max_batch: int = 256) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[Work, Future] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, work: Callable[[Connection], T], timeout: float = 60.0) -> T:
+        """Run ``work(conn)`` inside the next batch; return its result once committed."""
+        if self._thread is None:
+            self._start()
+        future: Future = Future()
+        self._queue.put((work, future))
+        return future.result(timeout)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="hookline-writer", daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(10)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Work, Future]]) -> None:
+        live = [(w, f) for w, f in batch if f.set_running_or_notify_cancel()]
+        try:
+            with self.engine.begin() as conn:
+                results = [work(conn) for work, _f in live]
+        except Exception:  # noqa: BLE001 - one unit failed: run each alone so only it fails
+            for work, future in live:
+                self._commit_one(work, future)
+            return
+        for (_w, future), result in zip(live, results, strict=True):
+            future.set_result(result)
+
+    def _commit_one(self, work: Work, future: Future) -> None:
+        try:
+            with self.engine.begin() as conn:
+                result = work(conn)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            future.set_exception(exc)
+        else:
+            future.set_result(result)

@@ -1,0 +1,503 @@
+"""End-to-end benchmark: inbound webhook → stored and acknowledged → delivered to a sink.
+
+Run by hand from the project checkout (see bench/README.md); it prints figures and never
+asserts:
+
+    python bench/e2e.py [--duration 10] [--connections 32] [--runner-threads N] [--web-threads N]
+                        [--fail-rate 0.3] [--json] [--profile FILE]
+
+1. a temporary instance folder (SQLite, the embedded default) and a recipe file: one recipe
+   with a fixed token and one ``http_request`` step POSTing ``{"t": .., "n": ..}`` to the sink;
+   imported with ``hookline import``;
+2. the sink (bench/sink.py) in its own process;
+3. the server started as the README says: ``hookline serve --instance DIR`` with
+   HOOKLINE_PORT, HOOKLINE_OUTBOUND_ALLOWLIST=127.0.0.0/8 (and the thread settings);
+4. a warm-up of a few events, then the load generator (bench/loadgen.py) in its own process
+   for a fixed duration;
+5. a bounded wait until the sink has every acknowledged event, then SIGTERM to the server
+   and the sink, and the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+from httpio import percentile
+
+TOKEN = "bench-e2e-token-0123456789abcdefghijkl"  # fixed, 32+ URL-safe characters
+BODY_TEMPLATE = '{"t": {{ t }}, "n": {{ n }}}'
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hookline_command(module: bool = False) -> list[str]:
+    """The ``hookline`` console script next to this interpreter, else ``python -m web.cli``."""
+    script = Path(sys.executable).with_name("hookline")
+    if not module and script.exists() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "web.cli"]
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def http_post_json(port: int, path: str, data: Any, timeout: float = 10.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=json.dumps(data), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def sink_stats(port: int, full: bool = False) -> dict[str, Any]:
+    status, body = http_get(port, "/__stats?full=1" if full else "/__stats", timeout=30)
+    if status != 200:
+        raise RuntimeError(f"sink stats: HTTP {status}")
+    return json.loads(body)
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def proc_status_kib(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def proc_threads(pid: int) -> int | None:
+    return proc_status_kib(pid, "Threads")
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def read_first_line(proc: subprocess.Popen, timeout: float) -> str:
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout):
+            raise RuntimeError("no output in time")
+        return proc.stdout.readline().decode().strip()
+    finally:
+        sel.close()
+
+
+class Abort(Exception):
+    """The benchmark could not run; the message says why (printed, not raised further)."""
+
+
+# --- the benchmark ------------------------------------------------------------------------
+
+def write_recipe(folder: Path, sink_url: str, retry_schedule: list[float] | None) -> Path:
+    recipe: dict[str, Any] = {
+        "name": "bench e2e",
+        "token": TOKEN,
+        "fields": [{"name": "t", "path": "$.t"}, {"name": "n", "path": "$.n"}],
+        "steps": [{
+            "key": "deliver",
+            "action": "http_request",
+            "inputs": {"method": "POST", "url": f"{sink_url}/in", "body_type": "json", "body": BODY_TEMPLATE},
+        }],
+    }
+    if retry_schedule:
+        recipe["settings"] = {"retry": {"schedule": retry_schedule, "max_attempts": 50}}
+    path = folder / "recipe.json"  # JSON is YAML: the import reads either
+    path.write_text(json.dumps({"hookline": 1, "recipes": [recipe]}, indent=2))
+    return path
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="hookline-bench-"))
+    instance = work / "instance"
+    instance.mkdir()
+    server_log = work / "server.log"
+    hookline = hookline_command(args.module)
+    procs: list[subprocess.Popen] = []
+    result: dict[str, Any] = {"work_dir": str(work)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
+    port = free_port()
+    env.update({"HOOKLINE_PORT": str(port), "HOOKLINE_OUTBOUND_ALLOWLIST": "127.0.0.0/8"})
+    if args.runner_threads:
+        env["HOOKLINE_RUNNER_THREADS"] = str(args.runner_threads)
+    if args.web_threads:
+        env["HOOKLINE_WEB_THREADS"] = str(args.web_threads)
+    for item in args.env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    server = sink = None
+    try:
+        # 1. the sink, in its own process
+        sink_cmd = [sys.executable, str(BENCH / "sink.py"), "--port", "0", "--fail-rate", str(args.fail_rate),
+                    "--stats-file", str(work / "sink-final.json"),
+                    "--max-lifetime", str(args.duration + args.drain_timeout + 600)]
+        sink = subprocess.Popen(sink_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        procs.append(sink)
+        line = read_first_line(sink, 10)
+        if "listening on" not in line:
+            raise Abort(f"sink did not start: {line!r}")
+        sink_url = line.rsplit(" ", 1)[-1]
+        sink_port = int(sink_url.rsplit(":", 1)[-1])
+
+        # 2. the recipe, imported with the CLI
+        schedule = [float(x) for x in args.retry_schedule.split(",")] if args.retry_schedule else (
+            [1.0, 2.0, 4.0] if args.fail_rate else None)
+        recipe_file = write_recipe(work, sink_url, schedule)
+        imp = subprocess.run([*hookline, "import", "--instance", str(instance), str(recipe_file)], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=120, check=False)
+        if imp.returncode != 0:
+            raise Abort(f"import failed (exit {imp.returncode}):\n{imp.stdout}{imp.stderr}")
+
+        # 3. the server, as the README starts it
+        server_env = dict(env)
+        lockstats = work / "lockstats.json"
+        if args.lock_probe:
+            server_env["PYTHONPATH"] = os.pathsep.join(
+                [str(BENCH / "lockprobe"), *filter(None, [env.get("PYTHONPATH")])])
+            server_env["HOOKLINE_BENCH_LOCKSTATS"] = str(lockstats)
+        with open(server_log, "wb") as log_fh:  # the child keeps its own copy of the descriptor
+            server = subprocess.Popen([*hookline, "serve", "--instance", str(instance)], cwd=ROOT,
+                                      env=server_env, stdout=log_fh, stderr=subprocess.STDOUT)
+        procs.append(server)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                http_get(port, "/hooks/none", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise Abort(f"server exited with {server.returncode}:\n{tail(server_log)}") from None
+                if time.monotonic() > deadline:
+                    raise Abort(f"server did not answer within 60 s:\n{tail(server_log)}") from None
+                time.sleep(0.1)
+        hook_path = f"/hooks/{TOKEN}"
+
+        # 4a. warm-up: a few events end to end, then forget them at the sink
+        warm = args.warmup
+        for i in range(warm):
+            status, body = http_post_json(port, hook_path, {"t": time.time(), "n": -1 - i})
+            if status != 202:
+                raise Abort(f"warm-up request answered {status}: {body[:500]!r}\n{tail(server_log)}")
+        deadline = time.monotonic() + 30
+        while warm and time.monotonic() < deadline and sink_stats(sink_port)["unique"] < warm:
+            time.sleep(0.05)
+        warm_delivered = sink_stats(sink_port)["unique"] if warm else 0
+        if warm and warm_delivered < warm:
+            print(f"warning: only {warm_delivered}/{warm} warm-up events delivered in 30 s; "
+                  f"server log tail:\n{tail(server_log, 20)}", file=sys.stderr)
+        http_get(sink_port, "/__reset")
+
+        # 4b. the load, in its own process (optionally profiled with py-spy)
+        cpu0 = proc_cpu_seconds(server.pid)
+        load_out = work / "load.json"
+        load = subprocess.Popen([sys.executable, str(BENCH / "loadgen.py"), f"http://127.0.0.1:{port}{hook_path}",
+                                 "--duration", str(args.duration), "--connections", str(args.connections),
+                                 "--out", str(load_out), "--full"])
+        procs.append(load)
+        profiler = None
+        if args.profile:
+            pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            fmt = args.profile_format
+            profiler = subprocess.Popen([pyspy, "record", "--pid", str(server.pid), "--duration",
+                                         str(max(1, int(args.duration) - 1)), "--rate", "100", "--format", fmt,
+                                         "--output", args.profile, "--nonblocking", *args.profile_arg],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            load.wait(args.duration + 90)
+        except subprocess.TimeoutExpired:
+            load.kill()
+            raise Abort("load generator did not stop in time") from None
+        cpu_load_end = proc_cpu_seconds(server.pid)
+        threads_at_load_end = proc_threads(server.pid)
+        if load.returncode != 0 or not load_out.exists():
+            raise Abort(f"load generator failed (exit {load.returncode})")
+        lg = json.loads(load_out.read_text())
+        acked = set(lg.pop("acked_n"))
+        lg.pop("unanswered_n", None)
+
+        # 5. wait (bounded) until the sink has every acknowledged event
+        wait_start = time.monotonic()
+        deadline = wait_start + args.drain_timeout
+        missing: set[int] = set(acked)
+        full: dict[str, Any] = {}
+        while True:
+            brief = sink_stats(sink_port)
+            if brief["unique"] >= len(acked) or time.monotonic() >= deadline:
+                full = sink_stats(sink_port, full=True)
+                missing = acked - {e[0] for e in full["events"]}
+                if not missing or time.monotonic() >= deadline:
+                    break
+            if server.poll() is not None:
+                full = sink_stats(sink_port, full=True)
+                missing = acked - {e[0] for e in full["events"]}
+                break
+            time.sleep(0.2)
+        waited = time.monotonic() - wait_start
+        cpu_end = proc_cpu_seconds(server.pid)
+        hwm = proc_status_kib(server.pid, "VmHWM")
+        rss = proc_status_kib(server.pid, "VmRSS")
+        if profiler is not None:
+            try:
+                _, err = profiler.communicate(timeout=60)
+                if profiler.returncode != 0:
+                    print(f"py-spy failed: {err.decode(errors='replace')[-2000:]}", file=sys.stderr)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+
+        # stop everything: server first (it may still be delivering), then the sink
+        server_exit = stop_process(server, 45)
+        stop_process(sink, 10)
+        log_text = server_log.read_text(errors="replace")
+
+        # --- figures --------------------------------------------------------------------
+        events = [e for e in full.get("events", []) if e[0] >= 0]
+        arrivals = sorted(e[1] for e in events)
+        delays = sorted((e[1] - e[2]) * 1000.0 for e in events)
+        window = lg["window_s"]
+        in_window = sum(1 for a in arrivals if a <= lg["end"])
+        first_arr = arrivals[0] if arrivals else None
+        last_arr = arrivals[-1] if arrivals else None
+        span = (last_arr - first_arr) if arrivals and len(arrivals) > 1 else None
+        result.update({
+            "config": {
+                "duration_s": args.duration,
+                "connections": args.connections,
+                "runner_threads": args.runner_threads or "default",
+                "web_threads": args.web_threads or "default",
+                "fail_rate": args.fail_rate,
+                "retry_schedule": schedule,
+                "extra_env": args.env,
+                "python": platform.python_version(),
+                "sqlite": sqlite3.sqlite_version,
+                "cpus": os.cpu_count(),
+                "machine": _cpu_model(),
+                "command": " ".join([*hookline, "serve", "--instance", "DIR"]),
+            },
+            "acks": {
+                "count": lg["acks"],
+                "per_s": lg["acks_per_s"],
+                "latency_ms": lg["ack_ms"],
+                "non_202": lg["non_202"],
+                "errors": lg["errors"],
+                "unanswered": lg["unanswered"],
+                "each_second": lg["acks_each_second"],
+            },
+            "deliveries": {
+                "count": full.get("count"),
+                "unique": len(events),
+                "duplicates": (full.get("count") or 0) - (full.get("unique") or 0),
+                "missing_acked": len(missing),
+                "failed_503_answers": full.get("failed_503"),
+                "bad_bodies": full.get("bad_body"),
+                "delivered_during_load": in_window,
+                "backlog_at_load_end": len(acked) - in_window,
+                "per_s_load_window": in_window / window if window else None,
+                "per_s_first_to_last": (len(events) - 1) / span if span else None,
+                "per_s_load_start_to_last": len(events) / (last_arr - lg["start"]) if arrivals else None,
+                "delay_ms": {"p50": percentile(delays, 50), "p90": percentile(delays, 90),
+                             "p99": percentile(delays, 99), "max": delays[-1] if delays else None},
+                "drain_s": max(0.0, last_arr - lg["end"]) if arrivals else None,
+                "waited_s": waited,
+                "sink_connections": full.get("connections"),
+            },
+            "server": {
+                "peak_rss_mib": hwm / 1024 if hwm else None,
+                "rss_at_end_mib": rss / 1024 if rss else None,
+                "cpu_s_load": (cpu_load_end - cpu0) if cpu0 is not None and cpu_load_end is not None else None,
+                "cpu_s_total": (cpu_end - cpu0) if cpu0 is not None and cpu_end is not None else None,
+                "threads": threads_at_load_end,
+                "exit_code": server_exit,
+                "log_errors": sum(1 for ln in log_text.splitlines()
+                                  if (" ERROR " in ln or " WARNING " in ln) and "Task queue depth" not in ln),
+                "waitress_queue_warnings": log_text.count("Task queue depth"),
+                "log_tracebacks": log_text.count("Traceback"),
+            },
+            "helpers_cpu_s": {"loadgen": lg.get("cpu_s"), "sink": full.get("cpu_s")},
+        })
+        if args.lock_probe:
+            try:
+                result["write_lock"] = json.loads(lockstats.read_text())
+            except (OSError, ValueError) as exc:
+                result["write_lock"] = {"error": f"no lock statistics ({exc})"}
+        if result["server"]["log_errors"] or server_exit not in (0, None):
+            result["server"]["log_tail"] = tail(server_log, 15)
+        return result
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# --- output -------------------------------------------------------------------------------
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_text(r: dict[str, Any]) -> None:
+    c, a, d, s = r["config"], r["acks"], r["deliveries"], r["server"]
+    lat, dl = a["latency_ms"], d["delay_ms"]
+    print(f"Hookline end-to-end benchmark: {c['duration_s']} s, {c['connections']} connections, "
+          f"runner threads {c['runner_threads']}, web threads {c['web_threads']}"
+          + (f", sink fail rate {c['fail_rate']}" if c["fail_rate"] else ""))
+    print(f"  python {c['python']}, sqlite {c['sqlite']}, {c['cpus']} CPUs ({c['machine']})")
+    print(f"  server: {c['command']}" + (f"  env: {' '.join(c['extra_env'])}" if c["extra_env"] else ""))
+    print("acks")
+    print(f"  count {_f(a['count'])}   {_f(a['per_s'])} acks/s")
+    print(f"  latency ms: p50 {_f(lat['p50'], 2)}  p90 {_f(lat['p90'], 2)}  p99 {_f(lat['p99'], 2)}  "
+          f"max {_f(lat['max'], 2)}")
+    non = ", ".join(f"{k}: {v}" for k, v in sorted(a["non_202"].items())) or "none"
+    errs = ", ".join(f"{k}: {v}" for k, v in sorted(a["errors"].items())) or "none"
+    print(f"  non-202: {non}   connection errors: {errs}   unanswered: {a['unanswered']}")
+    print("deliveries")
+    print(f"  count {_f(d['count'])}  unique {_f(d['unique'])}  duplicates {_f(d['duplicates'])}  "
+          f"missing (acked, never delivered) {_f(d['missing_acked'])}"
+          + (f"  503 answers {_f(d['failed_503_answers'])}" if d["failed_503_answers"] else ""))
+    print(f"  per s: load window {_f(d['per_s_load_window'])}   first→last arrival "
+          f"{_f(d['per_s_first_to_last'])}   load start→last arrival {_f(d['per_s_load_start_to_last'])}")
+    print(f"  delivered during load {_f(d['delivered_during_load'])}, backlog at load end "
+          f"{_f(d['backlog_at_load_end'])}, drain after load {_f(d['drain_s'], 2)} s")
+    print(f"  delay send→arrival ms: p50 {_f(dl['p50'])}  p90 {_f(dl['p90'])}  p99 {_f(dl['p99'])}  "
+          f"max {_f(dl['max'])}")
+    print("server")
+    print(f"  peak RSS {_f(s['peak_rss_mib'])} MiB (at end {_f(s['rss_at_end_mib'])} MiB), threads {s['threads']}")
+    print(f"  CPU s: during load {_f(s['cpu_s_load'], 2)}, load + drain {_f(s['cpu_s_total'], 2)}  "
+          f"(loadgen {_f(r['helpers_cpu_s']['loadgen'], 2)}, sink {_f(r['helpers_cpu_s']['sink'], 2)})")
+    print(f"  exit code {s['exit_code']}, log warnings/errors {s['log_errors']}, tracebacks {s['log_tracebacks']}, "
+          f"waitress 'Task queue depth' warnings {s['waitress_queue_warnings']}")
+    wl = r.get("write_lock")
+    if wl and "callers" in wl:
+        rows = sorted(wl["callers"].items(), key=lambda kv: -kv[1]["hold_s"])
+        held = sum(v["hold_s"] for _, v in rows)
+        print(f"SQLite write lock (automations/db.py), over {wl['elapsed_s']:.1f} s of server life: "
+              f"held {held:.2f} s in total")
+        print(f"  {'taken by (first project frame)':50} {'count':>6} {'held s':>7} {'mean ms':>8} "
+              f"{'max ms':>7} {'CPU s held':>10} {'waited s':>9}")
+        for caller, v in rows[:12]:
+            print(f"  {caller[:50]:50} {v['count']:6d} {v['hold_s']:7.2f} {v['mean_hold_ms']:8.2f} "
+                  f"{v['max_hold_ms']:7.1f} {v.get('cpu_while_held_s', 0):10.2f} {v['wait_s']:9.1f}")
+    elif wl:
+        print(f"SQLite write lock: {wl.get('error')}")
+    if s.get("log_tail"):
+        print("  server log tail:\n    " + s["log_tail"].replace("\n", "\n    "))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10)")
+    ap.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (default 32)")
+    ap.add_argument("--runner-threads", type=int, default=None, help="HOOKLINE_RUNNER_THREADS (default: server's)")
+    ap.add_argument("--web-threads", type=int, default=None, help="HOOKLINE_WEB_THREADS (default: server's)")
+    ap.add_argument("--fail-rate", type=float, default=0.0, help="fraction of deliveries the sink answers 503")
+    ap.add_argument("--retry-schedule", default=None,
+                    help="recipe retry schedule, seconds, comma-separated (default with --fail-rate: 1,2,4)")
+    ap.add_argument("--drain-timeout", type=float, default=120.0, help="max seconds to wait for deliveries")
+    ap.add_argument("--warmup", type=int, default=5, help="events sent and delivered before the load")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for the server, e.g. HOOKLINE_DATABASE_URL=... (repeatable)")
+    ap.add_argument("--profile", default=None, metavar="FILE", help="py-spy record the server during the load")
+    ap.add_argument("--profile-format", default="raw", choices=["raw", "flamegraph", "speedscope"])
+    ap.add_argument("--profile-arg", action="append", default=[], help="extra py-spy argument, e.g. --profile-arg=--idle")
+    ap.add_argument("--module", action="store_true",
+                    help="start the server as `python -m web.cli` from this checkout, not the `hookline` script")
+    ap.add_argument("--lock-probe", action="store_true",
+                    help="diagnostic: time who holds the in-process SQLite write lock (bench/lockprobe)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (instance, logs)")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = ap.parse_args()
+    if not 0 < args.duration <= 3600 or not 0 < args.connections <= 1000 or not 0 <= args.fail_rate <= 1:
+        ap.error("--duration in (0, 3600], --connections in [1, 1000], --fail-rate in [0, 1]")
+    try:
+        result = run(args)
+    except Abort as exc:
+        print(f"benchmark aborted: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_text(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Bounded load generator for the end-to-end benchmark.
+
+asyncio, N keep-alive connections over raw sockets (no third-party client). Each connection
+sends ``POST <url>`` with JSON body ``{"t": time.time(), "n": <unique int>}`` back to back
+(closed loop: the next request leaves when the previous answer is in) for a fixed duration,
+finishes the request in flight and stops. Only 127.0.0.1/localhost targets are accepted.
+
+    python bench/loadgen.py http://127.0.0.1:8080/hooks/TOKEN [--duration 10] [--connections 32]
+                            [--out FILE] [--full]
+
+Prints (or writes to --out) one JSON object: counts, statuses, ack latency percentiles, the
+load window (wall-clock start/end), acks per second and, with --full, the acknowledged n.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import resource
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from httpio import ProtocolError, keep_alive, percentile, read_message
+
+REQUEST_TIMEOUT = 30.0
+MAX_REQUESTS = 10_000_000  # hard bound whatever the duration
+
+
+class Load:
+    def __init__(self, host: str, port: int, path: str, connections: int, duration: float) -> None:
+        self.host, self.port, self.path = host, port, path
+        self.connections = connections
+        self.duration = duration
+        self.counter = itertools.count()
+        self.latencies: list[float] = []   # seconds, 202 answers only
+        self.all_latencies: list[float] = []
+        self.statuses: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.acked: list[int] = []
+        self.ack_times: list[float] = []   # wall time of each 202
+        self.unknown: list[int] = []       # sent, no answer (connection error/timeout)
+        self.connects = 0
+        self.start_wall = self.end_wall = 0.0
+        self.head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: hookline-bench\r\n"
+                     "Content-Type: application/json\r\nAccept: */*\r\nContent-Length: ").encode()
+
+    async def connection(self, deadline: float) -> None:
+        reader = writer = None
+        try:
+            while time.monotonic() < deadline:
+                if writer is None:
+                    try:
+                        reader, writer = await asyncio.wait_for(
+                            asyncio.open_connection(self.host, self.port, limit=256 * 1024), REQUEST_TIMEOUT)
+                        self.connects += 1
+                    except (TimeoutError, OSError) as exc:
+                        self.errors[f"connect: {type(exc).__name__}"] += 1
+                        await asyncio.sleep(0.05)
+                        continue
+                n = next(self.counter)
+                if n >= MAX_REQUESTS:
+                    return
+                body = json.dumps({"t": time.time(), "n": n}, separators=(",", ":")).encode()
+                t0 = time.perf_counter()
+                try:
+                    writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+                    msg = await asyncio.wait_for(read_message(reader), REQUEST_TIMEOUT)
+                    if msg is None:
+                        raise ConnectionResetError("closed by server")
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ProtocolError, ValueError) as exc:
+                    self.errors[type(exc).__name__] += 1
+                    self.unknown.append(n)
+                    writer.close()
+                    reader = writer = None
+                    continue
+                lat = time.perf_counter() - t0
+                start, headers, _body = msg
+                parts = start.split(" ", 2)
+                status = parts[1] if len(parts) > 1 else "?"
+                self.statuses[status] += 1
+                self.all_latencies.append(lat)
+                if status == "202":
+                    self.latencies.append(lat)
+                    self.acked.append(n)
+                    self.ack_times.append(time.time())
+                if not keep_alive(start, headers):
+                    writer.close()
+                    reader = writer = None
+        finally:
+            if writer is not None:
+                writer.close()
+
+    async def run(self) -> None:
+        self.start_wall = time.time()
+        deadline = time.monotonic() + self.duration
+        await asyncio.gather(*(self.connection(deadline) for _ in range(self.connections)))
+        self.end_wall = time.time()
+
+    def result(self, full: bool) -> dict:
+        lat = sorted(x * 1000.0 for x in self.latencies)
+        window = max(self.end_wall - self.start_wall, 1e-9)
+        per_second = Counter(int(t - self.start_wall) for t in self.ack_times)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out = {
+            "connections": self.connections,
+            "duration": self.duration,
+            "start": self.start_wall,
+            "end": self.end_wall,
+            "window_s": window,
+            "sent": sum(self.statuses.values()) + len(self.unknown),
+            "acks": len(self.acked),
+            "acks_per_s": len(self.acked) / window,
+            "statuses": dict(self.statuses),
+            "non_202": {k: v for k, v in self.statuses.items() if k != "202"},
+            "errors": dict(self.errors),
+            "unanswered": len(self.unknown),
+            "connects": self.connects,
+            "ack_ms": {
+                "p50": percentile(lat, 50),
+                "p90": percentile(lat, 90),
+                "p99": percentile(lat, 99),
+                "max": lat[-1] if lat else None,
+                "mean": (sum(lat) / len(lat)) if lat else None,
+            },
+            "acks_each_second": [per_second.get(i, 0) for i in range(int(window) + 1)],
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+        }
+        if full:
+            out["acked_n"] = self.acked
+            out["unanswered_n"] = self.unknown
+        return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("url", help="http://127.0.0.1:PORT/hooks/TOKEN")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of load (max 3600)")
+    ap.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (max 1000)")
+    ap.add_argument("--out", default=None, help="write the JSON result here instead of stdout")
+    ap.add_argument("--full", action="store_true", help="include the list of acknowledged n")
+    args = ap.parse_args()
+    u = urlsplit(args.url)
+    if u.scheme != "http" or u.hostname not in ("127.0.0.1", "localhost"):
+        ap.error("only http://127.0.0.1 (or localhost) targets")
+    if not 0 < args.duration <= 3600 or not 0 < args.connections <= 1000:
+        ap.error("--duration must be in (0, 3600] and --connections in [1, 1000]")
+    path = u.path + (f"?{u.query}" if u.query else "")
+    load = Load("127.0.0.1", u.port or 80, path, args.connections, args.duration)
+    asyncio.run(load.run())
+    text = json.dumps(load.result(args.full))
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""How a connector is declared. One declaration per action drives the form builder,
+validation, the API schema, the docs and the runner; nothing outside a connector's own
+module may branch on its key.
+
+A connector's ``run`` raises :class:`RetryableError` (network trouble, 408/425/429/5xx)
+or :class:`PermanentError` (anything retrying cannot fix). Any other exception is a bug:
+the runner logs it with its traceback and fails the run without retrying.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .outbound import OutboundClient
+
+FieldType = Literal["string", "text", "json", "keyvalue", "select", "boolean", "number", "email_list"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input of an action or one field of a credential type. The props *are* the form."""
+
+    name: str
+    label: str
+    type: FieldType = "string"
+    required: bool = False
+    help: str = ""
+    default: Any = None
+    choices: tuple[tuple[str, str], ...] = ()  # (value, label) for "select"
+    template: bool = True   # rendered with Jinja2 against the run's context
+    secret: bool = False    # never shown again once saved; redacted in history
+    placeholder: str = ""
+
+
+@dataclass(frozen=True)
+class CredentialType:
+    """A kind of stored connection (an SMTP login, a Slack webhook URL, an API token)."""
+
+    key: str
+    label: str
+    fields: tuple[Field, ...]
+    description: str = ""
+
+    @property
+    def secret_names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields if f.secret)
+
+
+@dataclass
+class ActionContext:
+    """Everything a connector's ``run`` may use. Credentials are decrypted here only."""
+
+    inputs: dict[str, Any]
+    credentials: dict[str, Any]
+    http: OutboundClient
+    idempotency_key: str
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hookline.connector"))
+    smtp_timeout: float = 30.0
+
+
+@dataclass
+class ActionResult:
+    """What the run history shows and what later steps see as ``steps.<key>``."""
+
+    output: Any = None
+    request: dict[str, Any] | None = None   # what was sent (method, url, headers, body), redacted
+    response: dict[str, Any] | None = None  # status, headers, body (truncated)
+
+
+@dataclass(frozen=True)
+class Action:
+    key: str
+    label: str
+    description: str
+    fields: tuple[Field, ...]
+    run: Callable[[ActionContext], ActionResult]
+    credential: str | None = None        # CredentialType.key
+    credential_required: bool = False
+    group: str = ""                      # e.g. "Chat", "Email", "HTTP", "CRM"
+
+    def field(self, name: str) -> Field | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+
+class ConnectorError(Exception):
+    """Base for errors a connector raises on purpose. ``response`` goes to the run history."""
+
+    def __init__(self, message: str, *, response: dict[str, Any] | None = None,
+                 request: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.response = response
+        self.request = request
+
+
+class RetryableError(ConnectorError):
+    """Try again later. ``retry_after`` is the receiver's hint, if it gave one: seconds, or
+    an absolute time (a Retry-After HTTP-date) that the runner measures on its own clock."""
+
+    def __init__(self, message: str, *, retry_after: float | datetime | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class PermanentError(ConnectorError):
+    """Retrying cannot help (bad input, 4xx, rejected credentials)."""

@@ -1,0 +1,154 @@
+"""Where outbound calls may go (the SSRF guard). Recipes let users aim requests at any URL,
+so the server must never become a proxy into its own network: every hop is resolved, every
+resolved address must be public (or allowlisted), and the connection goes to exactly the
+address that was checked (no DNS rebinding) while Host, TLS SNI and certificate checks keep
+the hostname."""
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+
+from .base import PermanentError, RetryableError
+
+ALLOWLIST_SETTING = "HOOKLINE_OUTBOUND_ALLOWLIST"
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
+
+
+class DestinationNotAllowed(PermanentError):
+    """The URL's scheme, or an address its host resolves to, may not be called (SSRF guard)."""
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_problem(ip: IPAddress) -> str | None:
+    """Why ``ip`` is not a public unicast address (a short label), or None when it is.
+    IPv6 forms that embed an IPv4 address (mapped, NAT64, 6to4) are judged by that address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_problem(embedded)
+    checks = (
+        (ip in _METADATA, "cloud metadata endpoint"),
+        (ip.is_unspecified, "unspecified"),
+        (ip.is_loopback, "loopback"),
+        (ip.is_link_local, "link-local"),
+        (ip.version == 4 and ip in _CGNAT, "shared address space (CGNAT)"),
+        (ip.is_multicast, "multicast"),
+        (ip.version == 6 and ip.is_site_local, "site-local"),
+        (ip.is_private, "private"),
+        (ip.is_reserved, "reserved"),
+        (not ip.is_global, "not globally routable"),
+    )
+    return next((label for hit, label in checks if hit), None)
+
+
+class Allowlist:
+    """CIDRs and hostnames that may be called even though they are not public.
+    A string is split on commas and whitespace (the form of the environment setting)."""
+
+    def __init__(self, entries: Iterable[str] | str = ()) -> None:
+        if isinstance(entries, str):
+            entries = re.split(r"[\s,]+", entries)
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.hosts: set[str] = set()
+        for entry in (e.strip() for e in entries):
+            if not entry:
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            except ValueError:
+                self.hosts.add(entry.lower().rstrip("."))
+
+    def permits_host(self, host: str) -> bool:
+        return host.lower().rstrip(".") in self.hosts
+
+    def permits_address(self, ip: IPAddress) -> bool:
+        return any(ip.version == net.version and ip in net for net in self.networks)
+
+
+def check_scheme(url: str) -> None:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise DestinationNotAllowed(
+            f"destination not allowed: only http and https URLs may be called, not {scheme or 'no scheme'!r}")
+
+
+def check_destination(url: str, allowlist: Allowlist | Iterable[str] = ()) -> list[str]:
+    """Resolve the URL's host and return the addresses it may be called at, in resolver
+    order; raise :class:`DestinationNotAllowed` if ANY address is not public/allowlisted."""
+    check_scheme(url)
+    allow = allowlist if isinstance(allowlist, Allowlist) else Allowlist(allowlist)
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise DestinationNotAllowed(f"destination not allowed: {url!r} has no host")
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except ValueError as exc:
+        raise PermanentError(f"invalid URL {url!r}: {exc}") from None
+    except (socket.gaierror, UnicodeError) as exc:
+        raise RetryableError(f"could not resolve host {host!r}: {exc}") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if allow.permits_host(host):
+        return addresses
+    for addr in addresses:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+        why = None if allow.permits_address(ip) else address_problem(ip)
+        if why:
+            raise DestinationNotAllowed(f"destination not allowed: {host} resolves to {addr} ({why}); "
+                                        f"add it to {ALLOWLIST_SETTING} to permit")
+    return addresses
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Checks each request's destination and connects to a checked address: the urllib3
+    pool is keyed by the IP, while Host, SNI and certificate matching use the hostname."""
+
+    def __init__(self, allowlist: Allowlist, pool_size: int) -> None:
+        self.allowlist = allowlist
+        super().__init__(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        addresses = check_destination(request.url or "", self.allowlist)
+        parts = urlsplit(request.url)
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        default_port = 443 if parts.scheme == "https" else 80
+        request.headers["Host"] = f"{host}:{parts.port}" if parts.port not in (None, default_port) else host
+        error: Exception | None = None
+        for addr in addresses:  # fall back to the next checked address only if connecting failed
+            request._hookline_address = addr  # type: ignore[attr-defined]
+            try:
+                return super().send(request, **kwargs)
+            except requests.ConnectionError as exc:
+                reason = exc.args[0].reason if exc.args and isinstance(exc.args[0], MaxRetryError) else None
+                if not isinstance(reason, ConnectTimeoutError):  # NewConnectionError is a subclass
+                    raise
+                error = exc
+        assert error is not None
+        raise error
+
+    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: Any,
+                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        addr = getattr(request, "_hookline_address", None)
+        if addr is None:
+            raise DestinationNotAllowed("destination not allowed: not checked before connecting")
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = host_params["host"]
+            pool_kwargs["assert_hostname"] = host_params["host"]
+        host_params["host"] = f"[{addr}]" if ":" in addr else addr
+        return host_params, pool_kwargs

@@ -1,0 +1,331 @@
+"""The shared outbound HTTP client, against real servers on 127.0.0.0/8."""
+from __future__ import annotations
+
+import gzip
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from connectors.base import PermanentError, RetryableError
+from connectors.outbound import (
+    DestinationNotAllowed,
+    OutboundClient,
+    OutboundResponse,
+    check_destination,
+    parse_retry_after,
+    raise_for_status,
+    redact_headers,
+    redact_url,
+)
+from tests.sinks import HttpSink, Received, Reply
+from tests.smtp_server import SelfSignedCert
+
+LOCAL = ["127.0.0.0/8", "::1/128", "localhost"]
+
+
+@pytest.fixture
+def client() -> OutboundClient:
+    return OutboundClient(allowlist=LOCAL, timeout=2.0)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("url, why", [
+    ("http://127.0.0.1/", "loopback"),
+    ("http://localhost:8080/x", "loopback"),
+    ("http://10.1.2.3/", "private"),
+    ("http://172.16.0.1/", "private"),
+    ("http://172.31.255.255/", "private"),
+    ("http://192.168.1.1/", "private"),
+    ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+    ("http://169.254.1.1/", "link-local"),
+    ("http://100.64.0.1/", "CGNAT"),
+    ("http://0.0.0.0/", "unspecified"),
+    ("http://224.0.0.1/", "multicast"),
+    ("http://240.0.0.1/", "private"),
+    ("http://[::1]/", "loopback"),
+    ("http://[::]/", "unspecified"),
+    ("http://[fe80::1]/", "link-local"),
+    ("http://[fc00::1]/", "private"),
+    ("http://[fec0::1]/", "site-local"),
+    ("http://[::ffff:127.0.0.1]/", "loopback"),
+    ("http://[::ffff:10.0.0.1]/", "private"),
+    ("http://[64:ff9b::7f00:1]/", "loopback"),
+    ("http://[64:ff9b::a9fe:a9fe]/", "cloud metadata"),
+    ("http://[2002:7f00:1::]/", "loopback"),
+    ("http://[2002:c0a8:101::1]/", "private"),
+    ("http://2130706433/", "loopback"),
+    ("http://0x7f.1/", "loopback"),
+    ("http://017700000001/", "loopback"),
+    ("http://127.1/", "loopback"),
+    ("ftp://example.com/file", "only http and https"),
+    ("file:///etc/passwd", "only http and https"),
+    ("gopher://127.0.0.1:70/", "only http and https"),
+])
+def test_refuses_non_public_destinations(url: str, why: str) -> None:
+    with pytest.raises(DestinationNotAllowed) as info:
+        OutboundClient().request("GET", url)
+    assert why in str(info.value)
+    assert isinstance(info.value, PermanentError)
+
+
+def test_refusal_message_says_how_to_permit() -> None:
+    with pytest.raises(DestinationNotAllowed, match=r"^destination not allowed: 10\.0\.0\.7 resolves to "
+                       r"10\.0\.0\.7 \(private\); add it to HOOKLINE_OUTBOUND_ALLOWLIST to permit$"):
+        OutboundClient().request("POST", "http://10.0.0.7/hook", json={})
+
+
+@pytest.mark.parametrize("url", ["http://93.184.215.14/", "https://[2606:4700::1111]/", "http://[::ffff:8.8.8.8]/",
+                                 "http://[2002:808:808::1]/"])
+def test_public_addresses_pass_the_check(url: str) -> None:
+    assert check_destination(url)
+
+
+@pytest.mark.parametrize("allowlist, url", [
+    (["10.0.0.0/8"], "http://10.9.8.7/"),
+    (["192.168.1.5/32"], "http://192.168.1.5/"),
+    ("127.0.0.1/32, ::1/128", "http://[::1]/"),
+    (["localhost"], "http://LOCALHOST:8080/"),
+])
+def test_allowlist_permits(allowlist: list[str] | str, url: str) -> None:
+    assert check_destination(url, allowlist)
+
+
+def test_allowlisted_sink_receives_request(client: OutboundClient) -> None:
+    with HttpSink(lambda r: Reply(201, {"id": 7})) as sink:
+        resp = client.request("POST", sink.url + "/hook", json={"a": 1}, params={"q": "x"},
+                              headers={"Idempotency-Key": "run-1-step-a"})
+        [req] = sink.wait_for(1)
+    assert (resp.status, resp.json(), resp.is_json) == (201, {"id": 7}, True)
+    assert req.path == "/hook" and req.query == {"q": ["x"]} and req.json() == {"a": 1}
+    assert req.headers["Host"] == f"127.0.0.1:{sink.port}"
+    assert req.headers["User-Agent"] == "Hookline/0.1"
+    assert resp.request["headers"]["Idempotency-Key"] == "run-1-step-a"
+    assert resp.elapsed_ms >= 0 and resp.summary()["body"] == {"id": 7}
+
+
+def test_redirect_to_non_allowlisted_host_is_refused_at_the_hop(client: OutboundClient) -> None:
+    def redirect(req: Received) -> Reply:
+        return Reply(302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+    with HttpSink(redirect) as sink, pytest.raises(DestinationNotAllowed, match="169.254.169.254"):
+        client.request("GET", sink.url)
+
+
+def test_redirect_outside_narrow_allowlist_is_refused() -> None:
+    with HttpSink() as target, HttpSink() as start:
+        narrow = OutboundClient(allowlist=["127.0.0.1/32"], timeout=2)
+        target_on_other_ip = target.url.replace("127.0.0.1", "127.0.0.2")
+        start.responder = lambda r: Reply(307, headers={"Location": target_on_other_ip})
+        with pytest.raises(DestinationNotAllowed, match=r"127\.0\.0\.2 \(loopback\)"):
+            narrow.request("GET", start.url)
+    assert target.requests == []
+
+
+def test_credentials_dropped_on_cross_host_redirect_kept_on_same_host(client: OutboundClient) -> None:
+    with HttpSink(lambda r: Reply(200, "final")) as other, HttpSink() as first:
+        def respond(req: Received) -> Reply:
+            if req.path == "/start":
+                return Reply(302, headers={"Location": "/same"})
+            return Reply(307, headers={"Location": f"http://localhost:{other.port}/elsewhere"})
+        first.responder = respond
+        resp = client.request("POST", first.url + "/start", data=b"x",
+                              headers={"Authorization": "Bearer s3cret", "X-Api-Key": "k",
+                                       "Cookie": "c=1", "X-Trace": "t"})
+        hop1, hop2 = first.wait_for(2)
+        [last] = other.wait_for(1)
+    assert resp.status == 200 and resp.text == "final" and resp.url.endswith("/elsewhere")
+    assert hop1.method == "POST" and hop1.body == b"x"
+    assert hop2.method == "GET" and hop2.headers["Authorization"] == "Bearer s3cret"  # 302 after POST → GET
+    assert hop2.body == b"" and "Content-Length" not in hop2.headers
+    assert "Authorization" not in last.headers and "X-Api-Key" not in last.headers
+    assert "Cookie" not in last.headers and last.headers["X-Trace"] == "t"
+    assert last.headers["Host"] == f"localhost:{other.port}"
+
+
+def test_basic_auth_dropped_on_cross_host_redirect(client: OutboundClient) -> None:
+    with HttpSink() as other, HttpSink() as first:
+        first.responder = lambda r: Reply(308, headers={"Location": f"http://localhost:{other.port}/"})
+        client.request("PUT", first.url, json={"a": 1}, auth=("alice", "pw"))
+        [hop] = first.wait_for(1)
+        [last] = other.wait_for(1)
+    assert hop.headers["Authorization"].startswith("Basic ")
+    assert "Authorization" not in last.headers and last.method == "PUT" and last.json() == {"a": 1}
+
+
+def test_303_becomes_get_and_redirect_loops_stop(client: OutboundClient) -> None:
+    with HttpSink() as sink:
+        sink.responder = lambda r: Reply(303, headers={"Location": "/see"}) if r.path == "/" else Reply(200)
+        assert client.request("DELETE", sink.url + "/").status == 200
+        assert [r.method for r in sink.wait_for(2)] == ["DELETE", "GET"]
+        sink.responder = lambda r: Reply(302, headers={"Location": "/again"})
+        with pytest.raises(PermanentError, match="too many redirects"):
+            client.request("GET", sink.url)
+
+
+def test_no_cookies_are_kept_between_requests(client: OutboundClient) -> None:
+    with HttpSink(lambda r: Reply(200, headers={"Set-Cookie": "sid=abc; Path=/"})) as sink:
+        client.request("GET", sink.url)
+        client.request("GET", sink.url)
+        assert "Cookie" not in sink.wait_for(2)[1].headers
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(200, b"x" * 4096),
+    Reply(200, gzip.compress(b"0" * 200_000), headers={"Content-Encoding": "gzip"}),
+])
+def test_response_size_cap(reply: Reply) -> None:
+    small = OutboundClient(allowlist=LOCAL, timeout=2, max_response_bytes=1024)
+    with HttpSink(lambda r: reply) as sink, pytest.raises(PermanentError, match="response too large"):
+        small.request("GET", sink.url)
+
+
+def test_decoded_body_within_cap_is_returned() -> None:
+    small = OutboundClient(allowlist=LOCAL, timeout=2, max_response_bytes=1024)
+    body = gzip.compress(b"y" * 1000)
+    with HttpSink(lambda r: Reply(200, body, headers={"Content-Encoding": "gzip"})) as sink:
+        assert small.request("GET", sink.url).body == b"y" * 1000
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(200, "late", delay=1.5),                              # slow to answer at all
+    Reply(200, "x" * 100, body_delay=1.5),                      # headers, then silence
+    Reply(200, "x" * 100, body_delay=0.15, body_parts=10),      # trickle past the deadline
+])
+def test_deadline(reply: Reply) -> None:
+    quick = OutboundClient(allowlist=LOCAL, timeout=0.5)
+    started = time.monotonic()
+    with HttpSink(lambda r: reply) as sink, pytest.raises(RetryableError, match=r"timed out after 0\.5 s"):
+        quick.request("GET", sink.url)
+    assert time.monotonic() - started < 1.2
+
+
+def test_connection_refused_is_retryable(client: OutboundClient) -> None:
+    port = closed_port()
+    with pytest.raises(RetryableError, match=rf"^connection refused by 127\.0\.0\.1:{port}$"):
+        client.request("GET", f"http://127.0.0.1:{port}/")
+
+
+def test_unresolvable_host_is_retryable(client: OutboundClient) -> None:
+    with pytest.raises(RetryableError, match="could not resolve host"):
+        client.request("GET", "http://no-such-host.invalid/")
+
+
+def test_connection_is_pinned_to_the_checked_address(client: OutboundClient,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the first lookup says 127.0.0.1 (where the sink is), later lookups
+    point elsewhere. The request must still reach the address that was checked."""
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1"])
+
+    def fake(host: str, *args: object, **kwargs: object) -> list:
+        if host == "rebind.test":
+            return real(next(answers, "127.0.0.3"), *args, **kwargs)
+        return real(host, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    narrow = OutboundClient(allowlist=["127.0.0.1/32"], timeout=2)
+    with HttpSink() as sink:
+        assert narrow.request("GET", f"http://rebind.test:{sink.port}/").status == 200
+        [req] = sink.wait_for(1)
+    assert req.headers["Host"] == f"rebind.test:{sink.port}"
+    with pytest.raises(DestinationNotAllowed, match=r"127\.0\.0\.3"):
+        narrow.request("GET", f"http://rebind.test:{sink.port}/")
+
+
+def test_https_verifies_the_hostname_while_connecting_to_the_pinned_ip(tmp_path: object) -> None:
+    good, wrong = SelfSignedCert.make(), SelfSignedCert.make(hostnames=["other.example"], ips=[])
+    with HttpSink(lambda r: Reply(200, "tls ok"), ssl_context=good.server_context()) as sink:
+        trusted = OutboundClient(allowlist=LOCAL, timeout=2, verify=good.write_ca(tmp_path))
+        assert trusted.request("GET", sink.url).text == "tls ok"
+        with pytest.raises(PermanentError, match="certificate"):
+            OutboundClient(allowlist=LOCAL, timeout=2).request("GET", sink.url)
+    with HttpSink(ssl_context=wrong.server_context()) as sink:
+        ca = tmp_path / "wrong"  # type: ignore[operator]
+        ca.mkdir()
+        with pytest.raises(PermanentError, match="certificate"):
+            OutboundClient(allowlist=LOCAL, timeout=2, verify=wrong.write_ca(ca)).request("GET", sink.url)
+
+
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("120", 120.0),
+    ("0", 1.0),
+    ("1.5", 1.5),
+    (format_datetime(NOW + timedelta(seconds=90), usegmt=True), 90.0),
+    ("Wed, 01 May 2024 12:00:30 GMT", 30.0),
+    (format_datetime(NOW - timedelta(hours=1), usegmt=True), 1.0),
+    ("99999999", 21600.0),
+    (format_datetime(NOW + timedelta(days=3), usegmt=True), 21600.0),
+    ("-5", None),
+    ("soon", None),
+    ("", None),
+    (None, None),
+    ("12abc", None),
+    ("Wed, 99 Foo 2024 12:00:30 GMT", None),
+])
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, now=NOW) == expected
+
+
+@pytest.mark.parametrize("status, error", [
+    (200, None), (204, None), (304, None), (400, PermanentError), (401, PermanentError),
+    (404, PermanentError), (409, PermanentError), (422, PermanentError), (408, RetryableError),
+    (425, RetryableError), (429, RetryableError), (500, RetryableError), (502, RetryableError),
+    (503, RetryableError),
+])
+def test_raise_for_status(status: int, error: type[Exception] | None) -> None:
+    from requests.structures import CaseInsensitiveDict
+    resp = OutboundResponse(status, CaseInsensitiveDict({"Retry-After": "7", "Content-Type": "application/json"}),
+                            b'{"error": "nope"}', "http://x/", 1, {"method": "GET"})
+    if error is None:
+        raise_for_status(resp)
+        return
+    with pytest.raises(error) as info:
+        raise_for_status(resp)
+    assert str(status) in str(info.value) and '"error": "nope"' in str(info.value)
+    assert info.value.response["body"] == {"error": "nope"} and info.value.request == {"method": "GET"}
+    assert getattr(info.value, "retry_after", 7.0) == 7.0
+
+
+def test_redact_headers() -> None:
+    headers = {"Authorization": "Bearer x", "Proxy-Authorization": "Basic y", "Cookie": "a=b",
+               "X-Api-Key": "k", "X-Auth-Token": "t", "X-Hub-Signature-256": "sha256=..",
+               "X-Client-Secret": "s", "X-Custom": "c", "Content-Type": "application/json",
+               "Idempotency-Key": "run-1", "X-Partner": "p"}
+    out = redact_headers(headers, secret_names=["x-partner"])
+    secret = {"Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "X-Auth-Token",
+              "X-Hub-Signature-256", "X-Client-Secret", "X-Partner"}
+    assert {k for k, v in out.items() if v == "[redacted]"} == secret
+    assert out["Idempotency-Key"] == "run-1" and out["X-Custom"] == "c"
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://h/p?api_key=1&q=ok", "https://h/p?api_key=[redacted]&q=ok"),
+    ("https://h/p?apikey=1&key=2&token=3", "https://h/p?apikey=[redacted]&key=[redacted]&token=[redacted]"),
+    ("https://h/?access_token=1&secret=2&password=3&signature=4&page=2",
+     "https://h/?access_token=[redacted]&secret=[redacted]&password=[redacted]&signature=[redacted]&page=2"),
+    ("https://user:pw@h/x", "https://[redacted]@h/x"),
+    ("https://h/x", "https://h/x"),
+])
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+def test_request_summary_is_redacted(client: OutboundClient) -> None:
+    summary = client.describe_request("post", "https://api.example.com/v1", params={"token": "t", "q": "1"},
+                                      headers={"Authorization": "Bearer t"}, auth=None, json={"a": 1})
+    assert summary["method"] == "POST"
+    assert summary["url"] == "https://api.example.com/v1?token=[redacted]&q=1"
+    assert summary["headers"]["Authorization"] == "[redacted]" and summary["body"] == {"a": 1}
+    basic = client.describe_request("GET", "https://h/", auth=("alice", "pw"))
+    assert basic["headers"]["Authorization"] == "[redacted]"
+    slack = client.describe_request("POST", "https://hooks.slack.com/services/T/B/X", secret_url=True)
+    assert slack["url"] == "https://hooks.slack.com/[redacted]"

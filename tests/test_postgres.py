@@ -1,0 +1,122 @@
+"""The scale-out store: the same engine on PostgreSQL, with several workers sharing the queue."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from automations import queue, recipes
+from automations.inbound import InboundRequest, accept
+from automations.models import Run
+from automations.runner import Runner
+from tests.live import LiveServer, make_live_app
+from tests.pg import temp_database
+from tests.sinks import HttpSink
+from web.extensions import db
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    yield from temp_database()
+
+
+@pytest.fixture
+def pg_app(tmp_path, pg_url):
+    app = make_live_app(tmp_path, DATABASE_URL=pg_url)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+
+
+def test_webhook_delivered_on_postgres(tmp_path, pg_app):
+    with HttpSink() as sink:
+        with pg_app.app_context():
+            token = recipes.create(db.session, "pg", {"fields": [{"name": "n", "path": "$.n"}], "steps": [
+                {"key": "a", "action": "http_request",
+                 "inputs": {"method": "POST", "url": sink.url, "body_type": "json", "body": '{"n": {{ n }}}'}}]}).token
+        server = LiveServer(pg_app)
+        try:
+            assert server.post(token, json={"n": 5}).status_code == 202
+            assert sink.wait_for(1)[0].json() == {"n": 5}
+        finally:
+            server.close()
+
+
+def test_concurrent_workers_never_claim_the_same_run(pg_app):
+    core = pg_app.extensions["hookline"]
+    with pg_app.app_context():
+        recipe = recipes.create(db.session, "q", {"steps": []})
+        recipe_id, token = recipe.id, recipe.token
+    for n in range(300):
+        accept(core.writer, core.definitions, recipe_id, token, InboundRequest("POST", "application/json", b'{"n": %d}' % n))
+    claimed: list[list[int]] = []
+    lock = threading.Lock()
+
+    def worker(owner: str) -> None:
+        while True:
+            with core.session_factory() as s:
+                ids = queue.claim(s, owner, 7, core.clock.now(), 60)
+            if not ids:
+                return
+            with lock:
+                claimed.append(ids)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    flat = [i for batch in claimed for i in batch]
+    assert len(flat) == 300 and len(set(flat)) == 300
+
+
+def test_two_runners_share_the_work_on_postgres(pg_app):
+    with HttpSink() as sink:
+        with pg_app.app_context():
+            recipe = recipes.create(db.session, "share", {"fields": [{"name": "n", "path": "$.n"}], "steps": [
+                {"key": "a", "action": "http_request",
+                 "inputs": {"method": "POST", "url": sink.url, "body_type": "json", "body": '{"n": {{ n }}}'}}]})
+            recipe_id, token = recipe.id, recipe.token
+        core = pg_app.extensions["hookline"]
+        for n in range(60):
+            accept(core.writer, core.definitions, recipe_id, token, InboundRequest("POST", "application/json", b'{"n": %d}' % n))
+        runners = [Runner(core, threads=3).start() for _ in range(2)]
+        try:
+            sink.wait_for(60, timeout=30)
+        finally:
+            for r in runners:
+                r.stop(5)
+        assert sorted(r.json()["n"] for r in sink.requests) == list(range(60))
+        with pg_app.app_context():
+            succeeded = db.session.scalar(select(func.count()).select_from(Run).where(Run.status == "succeeded"))
+            assert succeeded == 60
+
+
+def test_concurrent_duplicates_across_processes_make_one_run(tmp_path, pg_app, pg_url):
+    other = make_live_app(tmp_path / "other", DATABASE_URL=pg_url)  # a second server on the same database
+    cores = [pg_app.extensions["hookline"], other.extensions["hookline"]]
+    with pg_app.app_context():
+        recipe = recipes.create(db.session, "dd", {"settings": {"dedupe": {"path": "$.id"}}})
+        recipe_id, token = recipe.id, recipe.token
+    results = []
+    start = threading.Barrier(20)
+
+    def deliver(i: int) -> None:
+        core = cores[i % 2]
+        start.wait()
+        results.append(accept(core.writer, core.definitions, recipe_id, token,
+                              InboundRequest("POST", "application/json", b'{"id": "evt_1"}')))
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(20)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(results) == 20
+    assert sum(not r.duplicate for r in results) == 1
+    assert len({r.run_id for r in results}) == 1
+    with pg_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Run).where(Run.recipe_id == recipe_id)) == 1
+    with other.app_context():
+        db.engine.dispose()

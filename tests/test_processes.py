@@ -1,0 +1,96 @@
+"""The process layouts the README promises: ``serve --no-worker`` plus a separate ``worker``,
+configuration from ``instance/config.py`` and ``HOOKLINE_*``, and a graceful SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import requests
+
+from tests.sinks import HttpSink, Reply
+from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server, write_recipe
+from web.app import create_app
+
+
+def test_web_without_worker_queues_and_a_separate_worker_delivers(tmp_path):
+    with HttpSink() as sink:
+        instance = tmp_path / "instance"
+        token = write_recipe(instance, sink.url)
+        port = free_port()
+        web = start_server(instance, port, "--no-worker")
+        worker = None
+        try:
+            r = requests.post(f"http://127.0.0.1:{port}/hooks/{token}", json={"n": 1}, timeout=5)
+            assert r.status_code == 202
+            time.sleep(1.0)
+            assert sink.requests == []  # nobody runs it yet
+            env = {**os.environ, "HOOKLINE_OUTBOUND_ALLOWLIST": "127.0.0.0/8", "HOOKLINE_POLL_INTERVAL": "0.2"}
+            worker = subprocess.Popen([*HOOKLINE, "worker", "--instance", str(instance)], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            assert sink.wait_for(1, timeout=20)[0].json() == {"n": 1}
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(20) == 0
+        finally:
+            for proc in (web, worker):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path):
+    instance = tmp_path / "instance"
+    port = free_port()
+    proc = start_server(instance, port)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def test_config_file_then_environment(tmp_path, monkeypatch):
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "config.py").write_text('PUBLIC_URL = "https://hooks.example.com/"\nRUNNER_THREADS = 3\n'
+                                        'MAX_BODY_BYTES = 2048\n')
+    monkeypatch.setenv("HOOKLINE_RUNNER_THREADS", "5")
+    monkeypatch.setenv("HOOKLINE_OUTBOUND_ALLOWLIST", "10.0.0.0/8, crm.internal")
+    app = create_app(instance_path=str(instance))
+    assert app.config["PUBLIC_URL"] == "https://hooks.example.com"
+    assert app.config["RUNNER_THREADS"] == 5
+    assert app.config["OUTBOUND_ALLOWLIST"] == ["10.0.0.0/8", "crm.internal"]
+    assert app.config["MAX_CONTENT_LENGTH"] == 2048
+    assert app.config["DATABASE_URL"] == f"sqlite:///{instance / 'hookline.db'}"
+    secret = (instance / "secret_key").read_text().strip()
+    assert app.config["SECRET_KEY"] == secret and len(secret) >= 40
+    assert create_app(instance_path=str(instance)).config["SECRET_KEY"] == secret  # stable across starts
+
+
+def test_sigterm_finishes_in_flight_runs_and_releases_the_rest(tmp_path):
+    import sqlite3
+
+    with HttpSink(lambda req: Reply(200, "ok", delay=1.0)) as sink:
+        instance = tmp_path / "instance"
+        token = write_recipe(instance, sink.url)
+        port = free_port()
+        proc = start_server(instance, port)  # 2 runner threads
+        for n in range(6):
+            assert requests.post(f"http://127.0.0.1:{port}/hooks/{token}", json={"n": n}, timeout=5).status_code == 202
+        sink.wait_for(2, timeout=10)  # two deliveries are in flight, four wait
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        db = sqlite3.connect(instance / "hookline.db")
+        statuses = sorted(row[0] for row in db.execute("select status from runs"))
+        attempts = {row[0] for row in db.execute("select attempt from runs where status = 'queued'")}
+        db.close()
+        assert statuses.count("running") == 0  # nothing left holding a lease
+        assert statuses.count("succeeded") >= 2  # in-flight runs were allowed to finish
+        assert set(statuses) <= {"succeeded", "queued"}
+        assert attempts <= {0}  # released runs did not use up an attempt
+        proc = start_server(instance, port)
+        try:
+            sink.wait_for(6, timeout=30)
+            time.sleep(0.5)
+            assert sorted(r.json()["n"] for r in sink.requests) == list(range(6))  # none twice
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)

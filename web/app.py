@@ -1,0 +1,40 @@
+"""Application factory. No module-level app: the CLI, the WSGI entry point and tests each
+call ``create_app``."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from automations.core import build_core
+from automations.db import engine_options
+
+from . import config, extensions
+from .extensions import db
+
+
+def create_app(test_config: dict[str, Any] | None = None, instance_path: str | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path)
+    config.load(app, test_config)
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS",
+        engine_options(app.config["SQLALCHEMY_DATABASE_URI"],
+                       pool_size=app.config["WEB_THREADS"] + app.config["RUNNER_THREADS"] + 4),
+    )
+    extensions.init_app(app)
+    with app.app_context():
+        app.extensions["hookline"] = build_core(db.engine, app.config, app.instance_path)
+        app.extensions["hookline"].create_schema()
+    _register_blueprints(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from . import auth, connections, hooks, recipes, runs, ui
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(ui.bp)
+    app.register_blueprint(recipes.bp)
+    app.register_blueprint(connections.bp)
+    app.register_blueprint(runs.bp)

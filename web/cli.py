@@ -1,0 +1,156 @@
+"""The ``hookline`` command. Each subcommand builds the app from ``instance/`` and the
+``HOOKLINE_*`` environment, exactly as the server does."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .app import create_app
+
+
+def _app(instance: str | None):
+    return create_app(instance_path=str(Path(instance).resolve()) if instance else _default_instance())
+
+
+def _default_instance() -> str:
+    """``./instance`` of the current directory (the project checkout when run from it)."""
+    return os.environ.get("HOOKLINE_INSTANCE_PATH") or str(Path.cwd() / "instance")
+
+
+instance_option = click.option("--instance", envvar="HOOKLINE_INSTANCE_PATH", default=None,
+                               help="Instance folder (config.py, keys, SQLite file). Default: ./instance")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool) -> None:
+    """Hookline: webhooks in, actions out, every run kept."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # APScheduler logs every tick of the dispatcher at INFO
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+@main.command()
+@instance_option
+@click.option("--host", default=None, help="Bind address (default: HOST setting, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: PORT setting, 8080).")
+@click.option("--no-worker", is_flag=True, help="Serve the web UI and inbound endpoint only.")
+def serve(instance: str | None, host: str | None, port: int | None, no_worker: bool) -> None:
+    """Run the web server and (unless --no-worker) the runner in this process."""
+    from .server import serve as _serve
+
+    _serve(_app(instance), with_worker=not no_worker, host=host, port=port)
+
+
+@main.command()
+@instance_option
+def worker(instance: str | None) -> None:
+    """Run only the runner: claim and execute due runs until SIGTERM."""
+    from .server import run_worker
+
+    run_worker(_app(instance))
+
+
+@main.command("init-db")
+@instance_option
+def init_db(instance: str | None) -> None:
+    """Create the database schema and instance keys (also done on every start)."""
+    app = _app(instance)
+    click.echo(f"database ready: {app.config['DATABASE_URL']}")
+
+
+@main.command("export")
+@instance_option
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default=None,
+              help="Default: from FILE's extension, else YAML.")
+def export_cmd(instance: str | None, file: str | None, fmt: str | None) -> None:
+    """Write every recipe (never secrets) to FILE, or to standard output."""
+    from automations import portability
+
+    from .extensions import db
+
+    app = _app(instance)
+    fmt = fmt or ("json" if file and file.endswith(".json") else "yaml")
+    with app.app_context():
+        text = portability.dumps(portability.export_all(db.session), fmt)
+    if file:
+        Path(file).write_text(text)
+        click.echo(f"exported to {file}", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+@main.command("import")
+@instance_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+def import_cmd(instance: str | None, file: str) -> None:
+    """Create or update the recipes in FILE (matched by inbound token) and print their URLs."""
+    from automations import portability
+
+    from .extensions import db
+
+    app = _app(instance)
+    text = sys.stdin.read() if file == "-" else Path(file).read_text()
+    with app.app_context():
+        try:
+            results = portability.import_all(db.session, portability.loads(text))
+        except portability.ImportProblem as exc:
+            raise click.ClickException(str(exc)) from None
+        base = app.config["PUBLIC_URL"]
+        for r in results:
+            click.echo(f"{r.action:8} {r.recipe.name}: {base}/hooks/{r.recipe.token}")
+
+
+@main.command("create-user")
+@instance_option
+@click.argument("email")
+@click.option("--role", type=click.Choice(["admin", "editor", "viewer"]), default="viewer", show_default=True,
+              help="admin: everything, including connections (secrets); editor: recipes and "
+                   "replays; viewer: read only.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input (for scripts) "
+                   "instead of prompting for it twice.")
+def create_user_cmd(instance: str | None, email: str, role: str, password_stdin: bool) -> None:
+    """Create a web UI user who signs in with EMAIL.
+
+    The first admin must be created this way (or on the /setup page, which exists only while
+    there is no user). Passwords need at least 10 characters and are stored hashed (scrypt).
+
+    \b
+    Examples:
+      hookline create-user ann@example.com --role admin
+      printf '%s\\n' "$PW" | hookline create-user ci@example.com --role editor --password-stdin
+    """
+    from automations import users
+
+    from .extensions import db
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    app = _app(instance)
+    with app.app_context():
+        try:
+            user = users.create_user(db.session, email, password, role)
+        except users.UserInvalid as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"created {user.role} {user.email}")
+
+
+@main.command("connectors")
+def connectors_cmd() -> None:
+    """Print the reference of every action and connection type (generated from their declarations)."""
+    from connectors.docs import markdown
+
+    click.echo(markdown())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

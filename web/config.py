@@ -1,0 +1,94 @@
+"""Configuration: safe defaults < ``instance/config.py`` < ``HOOKLINE_*`` environment < test config.
+
+Every key in DEFAULTS can be set from the environment as ``HOOKLINE_<KEY>``; values are
+coerced to the default's type (lists are comma-separated).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE_URL": "",            # empty: sqlite:///<instance>/hookline.db
+    "SECRET_KEY": "",              # empty: generated once into instance/secret_key
+    "ENCRYPTION_KEYS": [],         # Fernet keys, first encrypts; empty: instance/encryption.key
+    "PUBLIC_URL": "",              # base of the inbound URLs shown to users; empty: http://HOST:PORT
+    "HOST": "127.0.0.1",
+    "PORT": 8080,
+    "WEB_THREADS": 16,
+    "RUNNER_THREADS": 16,
+    "MAX_BODY_BYTES": 10 * 1024 * 1024,
+    "OUTBOUND_ALLOWLIST": [],      # CIDRs/hosts outbound calls may reach although not public
+    "OUTBOUND_TIMEOUT": 30.0,
+    "LEASE_SECONDS": 300,
+    "POLL_INTERVAL": 1.0,
+    "RUNS_PER_PAGE": 50,
+    "INBOUND_RATE": 1000.0,        # requests per second per inbound URL (burst: 2 s worth); 0: off
+    "NOT_FOUND_RATE": 1.0,         # requests per second per client address to unknown URLs (burst 30)
+    "RETENTION_DAYS": 30.0,        # finished runs and their events older than this are purged; 0 keeps all
+    # Session cookie sent over HTTPS only: "true"/"false"; empty: true when PUBLIC_URL starts
+    # with https:// (set it to true behind a TLS-terminating proxy with an http PUBLIC_URL).
+    "SECURE_COOKIES": "",
+    "SESSION_HOURS": 12.0,         # a sign-in lasts this long
+    "LOGIN_MAX_FAILURES": 5,       # failed sign-ins per client address and per email ...
+    "LOGIN_LOCKOUT_SECONDS": 900,  # ... within this window lock further attempts until they age out
+}
+
+
+def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, list):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def load(app: Flask, test_config: dict[str, Any] | None) -> None:
+    app.config.from_mapping(DEFAULTS)
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+        for key, default in DEFAULTS.items():
+            raw = os.environ.get(f"HOOKLINE_{key}")
+            if raw is not None:
+                app.config[key] = _coerce(raw, default)
+    else:
+        app.config.update(test_config)
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    if not app.config["DATABASE_URL"]:
+        app.config["DATABASE_URL"] = f"sqlite:///{instance / 'hookline.db'}"
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = _instance_secret(instance / "secret_key")
+    if not app.config["PUBLIC_URL"]:
+        app.config["PUBLIC_URL"] = f"http://{app.config['HOST']}:{app.config['PORT']}"
+    app.config["PUBLIC_URL"] = app.config["PUBLIC_URL"].rstrip("/")
+    secure = app.config["SECURE_COOKIES"]
+    if isinstance(secure, str):
+        secure = (_coerce(secure, False) if secure.strip()
+                  else app.config["PUBLIC_URL"].lower().startswith("https://"))
+    app.config["SECURE_COOKIES"] = bool(secure)
+    app.config["SESSION_COOKIE_SECURE"] = bool(secure)
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(app.config["SESSION_HOURS"]))
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+
+
+def _instance_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value

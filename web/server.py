@@ -1,0 +1,72 @@
+"""Running Hookline: the web server (waitress) and the in-process runner.
+
+``serve`` is the embedded default: one process, web threads and runner threads sharing one
+SQLite database. For scale-out, run ``serve --no-worker`` (or gunicorn on ``web.wsgi:app``)
+for ingestion and any number of ``worker`` processes against PostgreSQL.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from flask import Flask
+from waitress.server import create_server
+
+from automations.runner import Runner
+
+log = logging.getLogger("hookline")
+
+
+def start_runner(app: Flask) -> Runner:
+    runner = Runner(app.extensions["hookline"]).start()
+    app.extensions["hookline_runner"] = runner
+    return runner
+
+
+def make_server(app: Flask, host: str, port: int) -> Any:
+    # waitress warns "Task queue depth is N" on every request under load: noise, not news.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    return create_server(app, host=host, port=port, threads=app.config["WEB_THREADS"],
+                         connection_limit=1000, channel_timeout=60, ident="Hookline",
+                         clear_untrusted_proxy_headers=True)
+
+
+def serve(app: Flask, *, with_worker: bool = True, host: str | None = None, port: int | None = None,
+          shutdown_timeout: float = 30.0) -> None:
+    host = host or app.config["HOST"]
+    port = port or app.config["PORT"]
+    runner = start_runner(app) if with_worker else None
+    server = make_server(app, host, port)
+    stopping = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.info("signal %s: shutting down", signum)
+            raise SystemExit(0)  # waitress's run() catches it and closes the server
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(f"Hookline listening on http://{host}:{server.effective_port} "
+          f"(inbound URLs shown as {app.config['PUBLIC_URL']}/hooks/…; "
+          f"runner: {'in this process' if runner else 'off'})", flush=True)
+    try:
+        server.run()
+    except (OSError, ValueError):
+        if not stopping.is_set():
+            raise
+    finally:
+        if runner is not None:
+            runner.stop(shutdown_timeout)
+
+
+def run_worker(app: Flask, shutdown_timeout: float = 30.0) -> None:
+    runner = start_runner(app)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"Hookline worker {runner.owner} running ({runner.threads} threads)", flush=True)
+    stop.wait()
+    runner.stop(shutdown_timeout)

@@ -1,0 +1,80 @@
+"""The front page and what every page's templates share: status badges, relative times,
+pretty-printed payloads and the public inbound URL of a recipe."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, current_app, redirect, url_for
+from markupsafe import Markup
+from werkzeug.wrappers import Response
+
+from automations.models import Recipe
+
+from .extensions import core
+
+bp = Blueprint("ui", __name__)
+
+
+@bp.route("/")
+def index() -> Response:
+    return redirect(url_for("recipes.index"))
+
+
+@bp.app_template_global()
+def inbound_url(recipe: Recipe) -> str:
+    """What a sender posts to: the configured public base plus the hook's path."""
+    return current_app.config["PUBLIC_URL"] + url_for("hooks.receive", token=recipe.token)
+
+
+@bp.app_template_filter("badge")
+def badge(status: str | None) -> Markup:
+    status = status or "unknown"
+    return Markup('<span class="badge badge-{0}">{0}</span>').format(status)
+
+
+@bp.app_template_filter("reltime")
+def reltime(when: datetime | None) -> Markup:
+    """"3 min ago", with the exact UTC time on hover."""
+    if when is None:
+        return Markup('<span class="muted">—</span>')
+    return Markup('<time datetime="{0}Z" title="{1} UTC">{2}</time>').format(
+        when.isoformat(timespec="seconds"), when.strftime("%Y-%m-%d %H:%M:%S"), ago(when))
+
+
+def ago(when: datetime, now: datetime | None = None) -> str:
+    seconds = int(((now or core().clock.now()) - when).total_seconds())
+    future, seconds = seconds < 0, abs(seconds)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s")):
+        if seconds >= size or unit == "s":
+            text = f"{seconds // size} {unit}"
+            break
+    if seconds < 5:
+        return "just now"
+    return f"in {text}" if future else f"{text} ago"
+
+
+@bp.app_template_filter("duration")
+def duration(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+@bp.app_template_filter("pretty")
+def pretty(value: Any) -> str:
+    """JSON indented for reading; strings as they are."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+@bp.app_template_filter("size")
+def size(count: int | None) -> str:
+    count = count or 0
+    for unit in ("bytes", "KB", "MB"):
+        if count < 1024 or unit == "MB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    return str(count)
