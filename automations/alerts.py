@@ -15,6 +15,7 @@ from connectors.registry import ACTIONS
 from . import connections as connections_mod
 from .core import Core
 from .models import Connection, Recipe, RecipeStatus, Run, RunStatus
+from .redact import redact_values
 from .templating import TemplateError, render_value
 
 log = logging.getLogger("hookline.alerts")
@@ -69,5 +70,6 @@ def _send(core: Core, alert: dict[str, Any], context: dict[str, Any]) -> None:
                         http=core.http, idempotency_key=f"hookline-alert-{context['run']['id']}")
     try:
         action.run(ctx)
-    except (ConnectorError, TemplateError) as exc:
-        log.warning("alert for run %s not delivered: %s", context["run"]["id"], exc)
+    except (ConnectorError, TemplateError) as exc:  # the reason may echo the alert's own secrets
+        reason = redact_values(str(exc), connections_mod.secret_values(core.secret_box, row))
+        log.warning("alert for run %s not delivered: %s", context["run"]["id"], reason)

@@ -54,17 +54,42 @@ _CONNECTIONS = select(Connection.id, Connection.name, Connection.kind, Connectio
 _LOAD = select(*_RUN_COLS, *_EVENT_COLS).join(Event, Event.id == Run.event_id).where(Run.id == bindparam("b_id"))
 
 
-def _load(core: Core, run_id: int, owner: str) -> _Loaded | None:
-    """One read (run joined with its event) outside any write lock: the hot path of every run."""
+_LOAD_CLAIMED = select(*_RUN_COLS, *_EVENT_COLS).join(Event, Event.id == Run.event_id).where(
+    Run.id.in_(bindparam("ids", expanding=True)))
+
+
+def load_claimed(conn: DBConnection, ids: list[int]) -> dict[int, Any]:
+    """The rows of runs just claimed, read in the claim's own transaction: a worker thread
+    that gets its row with the run id starts without a database round trip of its own."""
+    return {row.id: row for row in conn.execute(_LOAD_CLAIMED, {"ids": ids})} if ids else {}
+
+
+def _namespaces(row: Any) -> tuple[SimpleNamespace, SimpleNamespace]:
+    m = row._mapping  # plain namespaces: ORM instances cost more than the query
+    return (SimpleNamespace(**{c.key: m[c.key] for c in _RUN_COLS}),
+            SimpleNamespace(**{c.key: m[c.key] for c in _EVENT_COLS}))
+
+
+def _connection_ids(definition: dict[str, Any] | None) -> set[int]:
+    return {st["connection"] for st in (definition or {}).get("steps", []) if st.get("connection")}
+
+
+def _load(core: Core, run_id: int, owner: str, claimed: Any = None) -> _Loaded | None:
+    """The run joined with its event, its definition and its connections. ``claimed`` is the
+    row :func:`load_claimed` read; with it and a cached definition that names no connection,
+    no database access is needed at all (the hot path of every simple run)."""
+    if claimed is not None:
+        definition = core.definitions.peek(claimed.recipe_id, claimed.recipe_version)
+        if definition is not None and not _connection_ids(definition):
+            run, event = _namespaces(claimed)
+            return _Loaded(run, event, definition, {})
     with core.read_engine.connect() as conn:
-        row = conn.execute(_LOAD, {"b_id": run_id}).first()
+        row = claimed if claimed is not None else conn.execute(_LOAD, {"b_id": run_id}).first()
         if row is None or row.status != RunStatus.RUNNING.value or row.lease_owner != owner:
             return None
-        m = row._mapping  # plain namespaces: ORM instances cost more than the query
-        run = SimpleNamespace(**{c.key: m[c.key] for c in _RUN_COLS})
-        event = SimpleNamespace(**{c.key: m[c.key] for c in _EVENT_COLS})
+        run, event = _namespaces(row)
         definition = core.definitions.get(conn, run.recipe_id, run.recipe_version)
-        ids = {st.get("connection") for st in (definition or {}).get("steps", []) if st.get("connection")}
+        ids = _connection_ids(definition)
         conns = {c.id: c for c in conn.execute(_CONNECTIONS, {"ids": list(ids)})} if ids else {}
         conn.commit()
         return _Loaded(run, event, definition, conns)
@@ -87,9 +112,10 @@ def _step_inputs(action_key: str, raw_inputs: dict[str, Any], context: dict[str,
     return out
 
 
-def execute(core: Core, run_id: int, owner: str) -> str | None:
-    """Run one claimed run to its next resting state; returns that status (None if not ours)."""
-    loaded = _load(core, run_id, owner)
+def execute(core: Core, run_id: int, owner: str, claimed: Any = None) -> str | None:
+    """Run one claimed run to its next resting state; returns that status (None if not ours).
+    ``claimed``: the run's row from :func:`load_claimed`, if the claimer read it."""
+    loaded = _load(core, run_id, owner, claimed)
     if loaded is None:
         return None
     run, event, definition = loaded.run, loaded.event, loaded.definition
@@ -127,8 +153,11 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     conn = conns.get(step.get("connection")) if step.get("connection") else None
     secrets = connections_mod.secret_values(core.secret_box, conn)
     started, t0 = core.clock.now(), time.perf_counter()
-    record = StepRun(run_id=run.id, step_key=key, position=index, action=action_key,
-                     attempt=run.attempt, started_at=started)
+    # A plain namespace, not an ORM instance: it is only ever inserted, and ORM attribute
+    # instrumentation costs more than the insert.
+    record = SimpleNamespace(run_id=run.id, step_key=key, position=index, action=action_key,
+                             attempt=run.attempt, started_at=started, status=None, input=None,
+                             request=None, response=None, error=None, duration_ms=None)
     inputs: dict[str, Any] | None = None
     retry_after: float | datetime | None = None
     try:
@@ -149,7 +178,8 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
         record.error = getattr(exc, "message", None) or str(exc)
         record.request, record.response = getattr(exc, "request", None), getattr(exc, "response", None)
     except Exception as exc:  # a bug in a connector or in our code: never retried
-        log.exception("run %s step %s (%s) crashed", run.id, key, action_key)
+        log.exception("run %s step %s (%s) crashed\n%s", run.id, key, action_key,  # traceback as text, the
+                      redact_values(traceback.format_exc(), secrets).rstrip(), exc_info=False)  # secrets out
         outcome = "failed"
         record.error = f"internal error ({type(exc).__name__}): {exc}\n" + traceback.format_exc(limit=8)
     else:
@@ -181,7 +211,7 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     return RunStatus.QUEUED.value
 
 
-def _scrub(record: StepRun, secrets: list[str]) -> None:
+def _scrub(record: SimpleNamespace, secrets: list[str]) -> None:
     if not secrets:
         return
     record.input = redact_values(record.input, secrets)
@@ -190,13 +220,13 @@ def _scrub(record: StepRun, secrets: list[str]) -> None:
     record.error = redact_values(record.error, secrets)
 
 
-def _checkpoint(core: Core, run: Run, owner: str, record: StepRun, outputs: dict[str, Any],
+def _checkpoint(core: Core, run: Run, owner: str, record: SimpleNamespace, outputs: dict[str, Any],
                 step_index: int) -> None:
     _write(core, run, owner, record, step_index=step_index, outputs=outputs)
 
 
 def _finish(core: Core, run: Run, owner: str, status: RunStatus, error: str | None,
-            record: StepRun | None = None, outputs: dict[str, Any] | None = None,
+            record: SimpleNamespace | None = None, outputs: dict[str, Any] | None = None,
             step_index: int | None = None) -> str:
     now = core.clock.now()
     started = run.started_at or now
@@ -218,7 +248,7 @@ _GUARDED_UPDATE = update(Run).where(Run.id == bindparam("b_id"), Run.lease_owner
 _INSERT_STEP = insert(StepRun)
 
 
-def _write(core: Core, run: Run, owner: str, record: StepRun | None, **values: Any) -> None:
+def _write(core: Core, run: Run, owner: str, record: SimpleNamespace | None, **values: Any) -> None:
     """One unit of the batch writer: the step record and the run's new state, only if we still
     hold the lease. Returns once committed."""
     row = {k: getattr(record, k) for k in _STEP_COLUMNS} if record is not None else None

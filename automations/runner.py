@@ -13,12 +13,15 @@ import socket
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Connection
 
 from . import queue, retention
 from .core import Core
-from .executor import LeaseLost, execute
+from .executor import LeaseLost, execute, load_claimed
 
 log = logging.getLogger("hookline.runner")
 
@@ -119,24 +122,29 @@ class Runner:
             if room <= 0:
                 return total
             now, lease = self.core.clock.now(), self.core.lease_seconds
-            ids = self.core.writer.submit(
-                lambda conn, n=room, t=now, ls=lease: queue.claim_in(conn, self.owner, n, t, ls))
+            ids, rows = self.core.writer.submit(
+                lambda conn, n=room, t=now, ls=lease: self._claim(conn, n, t, ls))
             for rid in ids:
                 with self._lock:
-                    self._inflight[rid] = self._pool.submit(self._run, rid)
+                    self._inflight[rid] = self._pool.submit(self._run, rid, rows.get(rid))
             total += len(ids)
             self._backlog = len(ids) == room
             if len(ids) < room:
                 return total
         return total
 
-    def _run(self, run_id: int) -> None:
+    def _claim(self, conn: Connection, limit: int, now: datetime,
+               lease: float) -> tuple[list[int], dict[int, Any]]:
+        ids = queue.claim_in(conn, self.owner, limit, now, lease)
+        return ids, load_claimed(conn, ids)
+
+    def _run(self, run_id: int, claimed: Any = None) -> None:
         with self._lock:
             if self._stopping.is_set():
                 return
             self._started.add(run_id)
         try:
-            execute(self.core, run_id, self.owner)
+            execute(self.core, run_id, self.owner, claimed)
         except LeaseLost:
             log.warning("run %s: lease lost to another worker", run_id)
         except Exception:

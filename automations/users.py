@@ -1,4 +1,5 @@
-"""Web UI accounts: creation with validation, password checks and roles.
+"""Web UI accounts: creation with validation, password checks, roles and their
+administration (role changes, password resets, deletion; never leaving no admin).
 
 Passwords are hashed with werkzeug's ``generate_password_hash`` (scrypt); an unknown email
 still costs one hash check so response times do not tell which accounts exist."""
@@ -20,7 +21,15 @@ _DUMMY_HASH = generate_password_hash("hookline-dummy-password")
 
 
 class UserInvalid(ValueError):
-    pass
+    """``"<field>: <message>"``: the form field the problem belongs to, then the problem."""
+
+
+class LastAdmin(UserInvalid):
+    """The change would leave no admin."""
+
+
+class WrongPassword(UserInvalid):
+    """The current password given to change it was not the user's password."""
 
 
 def normalize_email(email: str) -> str:
@@ -70,4 +79,63 @@ def count(session: Session) -> int:
 def end_sessions(session: Session, user: User) -> None:
     """Invalidate every session cookie issued to the user so far."""
     user.session_version = (user.session_version or 1) + 1
+    session.commit()
+
+
+# --- administration (the Users and Account pages) ------------------------------------------
+# Each function validates everything first and commits once: a refused change writes nothing.
+
+def all_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.email)))
+
+
+def _refuse_last_admin(session: Session, user: User, field: str, doing: str) -> None:
+    """Raise if ``user`` is the only admin. The admin rows are locked (``FOR UPDATE`` on
+    PostgreSQL; SQLite's write transaction serializes anyway) so two admins demoting each
+    other at the same moment cannot both succeed."""
+    admins = session.scalars(select(User.id).where(User.role == "admin").with_for_update()).all()
+    if user.id in admins and len(admins) <= 1:
+        raise LastAdmin(f"{field}: {user.email} is the last admin and cannot be {doing}; "
+                        "make another user admin first")
+
+
+def _hash(password: str) -> str:
+    if len(password or "") < MIN_PASSWORD:
+        raise UserInvalid(f"password: must be at least {MIN_PASSWORD} characters")
+    return generate_password_hash(password)
+
+
+def set_role(session: Session, user: User, role: str) -> bool:
+    """Give ``user`` another role and end their sessions; False when the role is unchanged."""
+    if role not in ROLES:
+        raise UserInvalid(f"role: must be one of {', '.join(ROLES)}")
+    if role == user.role:
+        return False
+    if role != "admin":
+        _refuse_last_admin(session, user, "role", "demoted")
+    user.role = role
+    end_sessions(session, user)  # commits
+    return True
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    """An admin's reset: a new password, and every session of the user ends."""
+    user.password_hash = _hash(password)
+    end_sessions(session, user)
+
+
+def change_password(session: Session, user: User, current: str, new: str) -> None:
+    """The user's own change: needs the current password; every session of theirs ends (the
+    caller starts a fresh one for the browser that asked)."""
+    if not check_password_hash(user.password_hash, current or ""):
+        raise WrongPassword("current_password: is not your current password")
+    if new == current:
+        raise UserInvalid("password: is the same as the current password")
+    set_password(session, user, new)
+
+
+def delete_user(session: Session, user: User) -> None:
+    """Delete the account; its session cookies stop working since the user is gone."""
+    _refuse_last_admin(session, user, "user", "deleted")
+    session.delete(user)
     session.commit()

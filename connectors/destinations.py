@@ -17,6 +17,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from .base import PermanentError, RetryableError
+from .redaction import redact_url
 
 ALLOWLIST_SETTING = "HOOKLINE_OUTBOUND_ALLOWLIST"
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -99,7 +100,7 @@ def check_destination(url: str, allowlist: Allowlist | Iterable[str] = ()) -> li
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except ValueError as exc:
-        raise PermanentError(f"invalid URL {url!r}: {exc}") from None
+        raise PermanentError(f"invalid URL {redact_url(url)!r}: {exc}") from None
     except (socket.gaierror, UnicodeError) as exc:
         raise RetryableError(f"could not resolve host {host!r}: {exc}") from None
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))

@@ -9,6 +9,7 @@ reported in the output and nothing is retried (that would duplicate it).
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import smtplib
@@ -21,6 +22,7 @@ from email.utils import formatdate, getaddresses
 from typing import Any
 
 from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
+from .redaction import REDACTED, redact_text
 
 POLICY = SMTP_POLICY.clone(cte_type="7bit")  # no 8BITMIME needed: non-ASCII bodies get QP/base64
 _ADDR = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -169,6 +171,21 @@ def _send(creds: dict[str, Any], timeout: float, sender: str, rcpts: list[str], 
     return {name: _reply(*reply) for name, reply in refused.items()}
 
 
+def _hide_credentials(exc: RetryableError | PermanentError, creds: dict[str, Any]) -> None:
+    """Server replies are quoted in errors, and some servers repeat what they were sent: take
+    the password out, also as the base64 of AUTH LOGIN and AUTH PLAIN."""
+    user, password = str(creds.get("username") or ""), str(creds.get("password") or "")
+    message = exc.message
+    if password:
+        encoded = [base64.b64encode(raw.encode("utf-8", "replace")).decode()
+                   for raw in (f"\0{user}\0{password}", password)]
+        plain = [password] if len(password) >= 4 else []  # as redact_values: "pw" would mangle the text
+        for needle in sorted({*encoded, *plain}, key=len, reverse=True):
+            message = message.replace(needle, REDACTED)
+    message = redact_text(message)
+    exc.message, exc.args = message, (message,)
+
+
 def run(ctx: ActionContext) -> ActionResult:
     creds = ctx.credentials
     if not str(creds.get("host") or "").strip():
@@ -186,6 +203,7 @@ def run(ctx: ActionContext) -> ActionResult:
         refused = _send(creds, ctx.smtp_timeout, sender, rcpts, data)
     except (RetryableError, PermanentError) as exc:
         exc.request = request
+        _hide_credentials(exc, creds)
         raise
     accepted = [r for r in rcpts if r not in refused]
     output = {"message_id": msg["Message-ID"], "accepted": accepted, "refused": refused}

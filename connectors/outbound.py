@@ -11,15 +11,14 @@ import json as jsonlib
 import re
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import Message
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 from requests.structures import CaseInsensitiveDict
@@ -34,11 +33,12 @@ from .destinations import (  # noqa: F401 - re-exported: the client's public sur
     check_destination,
     check_scheme,
 )
-from .redaction import REDACTED, is_secret_header, redact_headers, redact_url  # noqa: F401
+from .redaction import REDACTED, is_secret_header, redact_headers, redact_text, redact_url
 
 MAX_REDIRECTS = 5
 SUMMARY_LIMIT = 4096
 _REDIRECTS = (301, 302, 303, 307, 308)
+_CHARSET = re.compile(r"""charset\s*=\s*("[^"]*"|'[^']*'|[^;\s]+)""", re.IGNORECASE)
 _SUMMARY_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "location", "retry-after",
                               "date", "etag", "last-modified", "x-request-id", "request-id", "x-correlation-id"})
 
@@ -76,10 +76,9 @@ class OutboundResponse:
 
     @property
     def text(self) -> str:
-        msg = Message()
-        msg["Content-Type"] = self.headers.get("Content-Type") or "text/plain"
+        match = _CHARSET.search(self.headers.get("Content-Type") or "")
         try:
-            return self.body.decode(msg.get_content_charset() or "utf-8", "replace")
+            return self.body.decode(match.group(1).strip('"\'') if match else "utf-8", "replace")
         except LookupError:  # a charset Python does not know
             return self.body.decode("utf-8", "replace")
 
@@ -170,26 +169,78 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _scrubber(url: str, request: Mapping[str, Any]) -> Callable[[str], str]:
+    """Exception texts quote what was sent (a receiver that echoes the request line, a URL
+    the parser refused): replace ``url`` and its path/query with what the run history shows
+    (``request["url"]``: secret parameters masked, the whole path when it is the secret) and
+    redact whatever else looks like a credential."""
+    shown_path, _, shown_query = _target(str(request.get("url") or "")).partition("?")
+    names = tuple(k for k, v in parse_qsl(shown_query, keep_blank_values=True) if v == REDACTED)
+    secret_path = shown_path == f"/{REDACTED}"
+    safe_url = redact_url(url, names, secret_path=secret_path)
+    pairs = [(url, safe_url)]
+    target, safe_target = _target(url), _target(safe_url)
+    if len(target) > 1 and target != safe_target:
+        pairs.append((target, safe_target))
+    path = target.partition("?")[0]
+    if secret_path and len(path) > 1:
+        pairs.append((path, f"/{REDACTED}"))
+
+    def scrub(text: str) -> str:
+        for secret, shown_as in pairs:
+            text = text.replace(secret, shown_as)
+        return redact_text(text, names)
+    return scrub
+
+
+def _target(url: str) -> str:
+    """Path and query of ``url`` (its request line's target), without parsing the netloc: a
+    redacted one ("[redacted]@host") reads as a bad IPv6 literal to ``urlsplit``."""
+    rest = url.split("#", 1)[0].split("://", 1)[-1]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else ""
+
+
+def _header_problem(exc: Exception, request: Mapping[str, Any]) -> str:
+    """requests quotes the offending header value, which is usually a pasted credential:
+    name the header when it is not a secret one, never show the value."""
+    if "header name" in str(exc):
+        return "invalid request: a header name contains whitespace, a line break or another reserved character"
+    bad = [k for k, v in (request.get("headers") or {}).items()
+           if isinstance(v, str) and v != REDACTED and not _VALID_HEADER_VALUE.match(v)]
+    which = f"the value of header {', '.join(bad)}" if bad else "a header value (a credential, not shown)"
+    return (f"invalid request: {which} starts with whitespace, contains a line break or is not text; "
+            "check for a pasted line break or space")
+
+
+_VALID_HEADER_VALUE = re.compile(r"^\S[^\r\n]*$|^$")
+
+
 def _network_error(exc: Exception, url: str, timeout: float, request: dict[str, Any]) -> Exception:
     parts = urlsplit(url)
     where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader,
-                        requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
-        return PermanentError(f"invalid request: {exc}", request=request)
+    safe = _scrubber(url, request)
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        return PermanentError(_header_problem(exc, request), request=request)
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema)):
+        return PermanentError(f"invalid request: {safe(str(exc))}", request=request)
     if isinstance(exc, requests.exceptions.ContentDecodingError):
-        return PermanentError(f"could not decode the response from {where}: {_root_cause(exc)}", request=request)
+        return PermanentError(f"could not decode the response from {where}: {safe(str(_root_cause(exc)))}",
+                              request=request)
     if isinstance(exc, requests.Timeout) or isinstance(_root_cause(exc), (TimeoutError, socket.timeout)):
         return RetryableError(f"timed out after {timeout:g} s talking to {where}", request=request)
     cause = _root_cause(exc)
     if isinstance(exc, requests.exceptions.SSLError):
         if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "match" in str(cause):
-            return PermanentError(f"TLS certificate of {where} could not be verified: {cause}", request=request)
-        return RetryableError(f"TLS error talking to {where}: {cause}", request=request)
+            return PermanentError(f"TLS certificate of {where} could not be verified: {safe(str(cause))}",
+                                  request=request)
+        return RetryableError(f"TLS error talking to {where}: {safe(str(cause))}", request=request)
     if isinstance(cause, ConnectionRefusedError):
         return RetryableError(f"connection refused by {where}", request=request)
     if isinstance(cause, ConnectionResetError):
         return RetryableError(f"connection reset by {where}", request=request)
-    return RetryableError(f"network error talking to {where}: {cause}", request=request)
+    return RetryableError(f"network error talking to {where}: {safe(str(cause))}", request=request)
 
 
 # --- the client ---------------------------------------------------------------------------

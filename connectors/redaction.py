@@ -1,7 +1,9 @@
 """What must never reach the run history, logs or exports: credentials in headers, query
-strings and URLs. Shared by the outbound client and the inbound endpoint."""
+strings and URLs. Shared by the outbound client and the inbound endpoint; ``redact_text``
+applies the same rules to free text (log lines, error messages) for the log filter."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -46,3 +48,79 @@ def redact_url(url: str, secret_names: Iterable[str] = (), *, secret_path: bool 
              for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     query = urlencode(pairs, safe="[]") if pairs else parts.query
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+
+# --- free text: log lines, exception messages, parser errors -----------------------------
+# Each rule keeps enough to be useful (which header, which parameter, which host) and drops
+# the credential. Incoming-webhook URLs of chat services carry the secret in the path.
+_NAME_WORDS = frozenset({"token", "secret", "password", "passwd", "signature", "apikey", "api_key"})
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@'\"<>?#]+@")
+_WEBHOOK_HOSTS = re.compile(
+    r"(\b(?:hooks\.slack(?:-gov)?\.com|[\w-]+\.webhook\.office\.com|outlook\.office(?:365)?\.com/webhook"
+    r"|(?:(?:canary|ptb)\.)?discord(?:app)?\.com/api(?:/v\d+)?/webhooks)(?::\d+)?)/[^\s'\"<>]+", re.IGNORECASE)
+_WEBHOOK_PATHS = re.compile(
+    r"(/services)/T[A-Z0-9]+/B[A-Z0-9]+/[^\s'\"<>?#]+"          # Slack
+    r"|(/api(?:/v\d+)?/webhooks)/\d+/[^\s'\"<>?#]+"              # Discord
+    r"|(/webhookb2|/IncomingWebhook)/[^\s'\"<>?#]+")              # Microsoft Teams
+_HOOK_TOKEN = re.compile(r"(/hooks/[\w-]{4})[\w-]+(?:/[^\s'\"<>?#]*)?")  # Hookline, Mattermost, Zapier
+_LABEL = re.compile(r"(?<![\w-])([A-Za-z][\w-]*)[\"']?[ \t]*:[ \t]*[\"']?")  # Authorization: / "token": '
+_LABEL_VALUE_END = re.compile(r"[\"'\r\n]")
+_AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Digest|Negotiate|NTLM)(\s+)(?=[\w.~+/=-]*[A-Z0-9+/=])[\w.~+/=-]{6,}")
+_PARAM = re.compile(r"(?<![\w.%-])([A-Za-z_][\w.\[\]-]*)=([^&\s'\"<>,;)]+)")
+_SMTP_AUTH = re.compile(r"\b(AUTH\s+(?:PLAIN|LOGIN|XOAUTH2|OAUTHBEARER|CRAM-MD5|NTLM|GSSAPI))\s+[A-Za-z0-9+/=]+",
+                        re.IGNORECASE)
+
+
+def _secret_label(name: str) -> bool:
+    """A header-like label (``Authorization:``, ``"token":``) whose value is a credential.
+    Plain words need to be exact secret words: "key: …" in prose is not worth hiding."""
+    low = name.lower()
+    if low in _SECRET_HEADERS or low.replace("-", "_") in _NAME_WORDS:
+        return True
+    return ("-" in low or "_" in low) and is_secret_header(low)
+
+
+def _redact_labels(text: str) -> str:
+    """Values after secret labels, up to the closing quote or the end of the line. Labels
+    are found anywhere (also inside another label's value: "ValueError: x-api-key: …")."""
+    out: list[str] = []
+    pos = 0
+    for m in _LABEL.finditer(text):
+        if m.start() < pos or not _secret_label(m.group(1)):
+            continue
+        end_match = _LABEL_VALUE_END.search(text, m.end())
+        end = end_match.start() if end_match else len(text)
+        value = text[m.end():end]
+        if not value.strip() or value.startswith(REDACTED):
+            continue
+        out += [text[pos:m.end()], REDACTED]
+        pos = end
+    return "".join(out) + text[pos:] if out else text
+
+
+def redact_text(text: str, secret_names: Iterable[str] = ()) -> str:
+    """``text`` without the credentials that can be recognised by their shape: passwords in
+    URLs, secret query parameters (and ``secret_names``), Authorization/Cookie/signature
+    header values, chat incoming-webhook paths, inbound tokens after ``/hooks/`` (first 4
+    characters kept) and SMTP AUTH lines. Values with no recognisable shape (a bare API
+    key in an exception message) need :func:`automations.redact.redact_values`."""
+    if not text:
+        return text
+    names = tuple(secret_names)
+    low = text.lower()  # cheap substring checks first: most log lines hold none of these
+    if "@" in text and "://" in text:
+        text = _USERINFO.sub(rf"\1{REDACTED}@", text)
+    if any(word in low for word in ("slack", "webhook", "discord")):
+        text = _WEBHOOK_HOSTS.sub(rf"\1/{REDACTED}", text)
+    if any(word in low for word in ("/services/", "/webhooks/", "/webhookb2/", "/incomingwebhook/")):
+        text = _WEBHOOK_PATHS.sub(lambda m: f"{m.group(1) or m.group(2) or m.group(3)}/{REDACTED}", text)
+    if "/hooks/" in text:
+        text = _HOOK_TOKEN.sub("\\1…", text)
+    if ":" in text:
+        text = _redact_labels(text)
+    text = _AUTH_SCHEME.sub(rf"\1\2{REDACTED}", text)
+    if "=" in text:
+        text = _PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}" if _is_secret_param(m.group(1), names)
+                          and not m.group(2).startswith(REDACTED) else m.group(0), text)
+    return _SMTP_AUTH.sub(rf"\1 {REDACTED}", text) if "auth" in low else text

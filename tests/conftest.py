@@ -64,3 +64,10 @@ def app(tmp_path: Any) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return signed_in_client(app)
+
+
+def csrf_token_in(page: str) -> str:
+    """The CSRF token of the first form on the page (WTForms' or a hand-written hidden input)."""
+    found = re.search(r'name="csrf_token"(?: type="hidden")? value="([^"]+)"', page)
+    assert found, "no csrf_token on the page"
+    return found.group(1)

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from automations import connections, recipes
+from automations import connections, recipes, users
 from automations.models import Connection, Recipe, Run, User
 from tests.conftest import PASSWORD, ensure_user, login, make_app, signed_in_client
 from web.app import create_app
@@ -28,7 +28,8 @@ def world(app):
     assert app.test_client().post(f"/hooks/{token}", json={"n": 1}).status_code == 202
     with app.app_context():
         run = db.session.scalar(select(Run.id))
-    return {"r": rid, "c": cid, "run": run, "token": token}
+        uid = users.create_user(db.session, "target@example.com", PASSWORD, "viewer").id
+    return {"r": rid, "c": cid, "run": run, "token": token, "u": uid}
 
 
 def snapshot(app):
@@ -36,7 +37,8 @@ def snapshot(app):
         count = {m.__name__: db.session.scalar(select(func.count()).select_from(m)) for m in (Recipe, Run, Connection)}
         recipe = db.session.scalars(select(Recipe)).first()
         conn = db.session.scalars(select(Connection)).first()
-        return count, (recipe.status, recipe.token, recipe.name, recipe.current_version), (conn.name,)
+        accounts = sorted((u.email, u.role, u.password_hash, u.session_version) for u in db.session.scalars(select(User)))
+        return count, (recipe.status, recipe.token, recipe.name, recipe.current_version), (conn.name,), accounts
 
 
 V, E, A = "viewer", "editor", "admin"
@@ -70,6 +72,16 @@ TABLE = [
      {V: NO, E: NO, A: 302}),
     ("POST", "/recipes/{r}/delete", {}, {V: NO, E: 302, A: 302}),
     ("POST", "/connections/{c}/delete", {}, {V: NO, E: NO, A: 302}),
+    ("GET", "/account", None, {V: OK, E: OK, A: OK}),
+    ("GET", "/users/", None, {V: NO, E: NO, A: OK}),
+    ("GET", "/users/new", None, {V: NO, E: NO, A: OK}),
+    ("GET", "/users/{u}", None, {V: NO, E: NO, A: OK}),
+    ("GET", "/users/{u}/delete", None, {V: NO, E: NO, A: OK}),
+    ("POST", "/users/new", {"email": "new@example.com", "role": "admin", "password": PASSWORD, "confirm": PASSWORD},
+     {V: NO, E: NO, A: 302}),
+    ("POST", "/users/{u}/role", {"role": "admin"}, {V: NO, E: NO, A: 302}),
+    ("POST", "/users/{u}/password", {"password": PASSWORD + "!", "confirm": PASSWORD + "!"}, {V: NO, E: NO, A: 302}),
+    ("POST", "/users/{u}/delete", {}, {V: NO, E: NO, A: 302}),
 ]
 CASES = [(role, m, u, d, want[role]) for m, u, d, want in TABLE for role in (V, E, A)]
 
@@ -82,8 +94,8 @@ def test_role_table(app, world, role, method, url, data, expected):
     resp = client.open(url.format(**world), method=method, data=data)
     assert resp.status_code == expected, resp.get_data(as_text=True)[:500]
     if expected == NO:
-        assert f"needs the <strong>{'admin' if '/connections' in url else 'editor'}</strong> role" \
-            in resp.get_data(as_text=True)
+        needed = "admin" if url.startswith(("/connections", "/users")) else "editor"
+        assert f"needs the <strong>{needed}</strong> role" in resp.get_data(as_text=True)
         assert snapshot(app) == before  # nothing written
 
 

@@ -43,3 +43,36 @@ def test_guessing_tokens_is_throttled_per_client(tmp_path):
     assert codes == [404] * 30 + [429]
     other = client.post("/hooks/guess", environ_base={"REMOTE_ADDR": "203.0.113.10"})
     assert other.status_code == 404
+
+
+def _guess(client, addr: str, forwarded: str):
+    return client.post("/hooks/guess", environ_base={"REMOTE_ADDR": addr},
+                       headers={"X-Forwarded-For": forwarded}).status_code
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_throttled_not_the_proxy(tmp_path):
+    app = make_live_app(tmp_path, NOT_FOUND_RATE=0.1, TRUSTED_PROXIES=1)
+    client = app.test_client()
+    proxy = "10.0.0.2"
+    assert [_guess(client, proxy, "203.0.113.9") for _ in range(31)] == [404] * 30 + [429]
+    assert _guess(client, proxy, "203.0.113.10") == 404  # another client through the same proxy
+
+
+def test_without_trusted_proxies_forwarded_headers_are_ignored(tmp_path):
+    app = make_live_app(tmp_path, NOT_FOUND_RATE=0.1)
+    client = app.test_client()
+    codes = [_guess(client, "203.0.113.9", f"198.51.100.{i}") for i in range(31)]
+    assert codes == [404] * 30 + [429]  # a forged X-Forwarded-For does not dodge the limit
+
+
+def test_stored_event_has_the_forwarded_client_address(tmp_path):
+    from automations.models import Event
+    app = make_live_app(tmp_path, TRUSTED_PROXIES=1)
+    with app.app_context():
+        token = recipes.create(db.session, "r", {}).token
+    client = app.test_client()
+    resp = client.post(f"/hooks/{token}", json={}, environ_base={"REMOTE_ADDR": "10.0.0.2"},
+                       headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.5"})
+    assert resp.status_code == 202
+    with app.app_context():
+        assert db.session.query(Event.remote_addr).scalar() == "203.0.113.5"  # the hop the proxy saw

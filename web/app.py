@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from automations.core import build_core
 from automations.db import engine_options
+from automations.logredact import install as install_log_redaction
 
 from . import config, extensions
 from .extensions import db
@@ -21,16 +23,20 @@ def create_app(test_config: dict[str, Any] | None = None, instance_path: str | N
         engine_options(app.config["SQLALCHEMY_DATABASE_URI"],
                        pool_size=app.config["WEB_THREADS"] + app.config["RUNNER_THREADS"] + 4),
     )
+    install_log_redaction()
     extensions.init_app(app)
     with app.app_context():
         app.extensions["hookline"] = build_core(db.engine, app.config, app.instance_path)
         app.extensions["hookline"].create_schema()
     _register_blueprints(app)
+    if app.config["TRUSTED_PROXIES"]:
+        n = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     return app
 
 
 def _register_blueprints(app: Flask) -> None:
-    from . import auth, connections, hooks, recipes, runs, ui
+    from . import auth, connections, hooks, recipes, runs, ui, users
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(hooks.bp)
@@ -38,3 +44,4 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(recipes.bp)
     app.register_blueprint(connections.bp)
     app.register_blueprint(runs.bp)
+    app.register_blueprint(users.bp)

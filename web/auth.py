@@ -4,7 +4,8 @@ Every page needs a signed-in user except the inbound endpoint (senders cannot si
 login and setup pages and static files. While no user exists at all, every page leads to
 ``/setup``, which creates the first admin and answers 404 as soon as any user exists (or use
 ``hookline create-user``). Roles: viewer (read only) < editor (recipes, replays) < admin
-(also connections, which hold secrets). Views needing more than viewer use ``@requires``.
+(also connections, which hold secrets, and users). Views needing more than viewer use
+``@requires``; templates show a button or link only when ``can(role)`` allows its target.
 """
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ class SetupForm(FlaskForm):
 
 # --- session ------------------------------------------------------------------------------
 
-def _start_session(user: User) -> None:
+def start_session(user: User) -> None:
     session.clear()  # no session fixation: a fresh session on every login
     session.permanent = True
     session["user_id"] = user.id
@@ -165,8 +166,24 @@ def requires(role: str) -> Callable[[F], F]:
                 g.needed_role = role
                 abort(403)
             return view(*args, **kwargs)
+        wrapper.hookline_role = role  # type: ignore[attr-defined]  # read by required_role()
         return wrapper  # type: ignore[return-value]
     return decorate
+
+
+def required_role(endpoint: str | None) -> str:
+    """The role a view needs: what its ``@requires`` says, else viewer (any signed-in user)."""
+    view = current_app.view_functions.get(endpoint or "")
+    return getattr(view, "hookline_role", "viewer")
+
+
+def show_error(form: FlaskForm, exc: users.UserInvalid) -> None:
+    """Put a ``"<field>: <message>"`` problem on that field of the form, else above the form."""
+    field, _, message = str(exc).partition(": ")
+    if message and field in form:
+        form[field].errors = [*form[field].errors, message]
+    else:
+        form.form_errors.append(message or str(exc))
 
 
 @bp.app_context_processor
@@ -207,7 +224,7 @@ def login() -> Response | str | tuple[str, int]:
             form.form_errors.append("Wrong email or password.")
         else:
             throttle().reset(keys[1])
-            _start_session(user)
+            start_session(user)
             return redirect(target)
     return render_template("auth/login.html", form=form)
 
@@ -232,14 +249,9 @@ def setup() -> Response | str:
             user = users.create_user(db.session, form.email.data or "", form.password.data or "", "admin")
         except users.UserInvalid as exc:
             db.session.rollback()
-            field, _, message = str(exc).partition(": ")
-            target = getattr(form, field, None)
-            if target is not None:
-                target.errors = [*target.errors, message]
-            else:
-                form.form_errors.append(str(exc))
+            show_error(form, exc)
         else:
-            _start_session(user)
+            start_session(user)
             flash(f"Welcome. You are signed in as {user.email} (admin).", "success")
             return redirect(url_for("ui.index"))
     return render_template("auth/setup.html", form=form)

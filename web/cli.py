@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
 import click
+
+from automations.logredact import install as install_log_redaction
+from connectors.redaction import redact_text
 
 from .app import create_app
 
@@ -31,6 +35,7 @@ def main(verbose: bool) -> None:
     """Hookline: webhooks in, actions out, every run kept."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # tokens, credentials and webhook paths never reach the log
     if not verbose:  # APScheduler logs every tick of the dispatcher at INFO
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
@@ -86,6 +91,15 @@ def export_cmd(instance: str | None, file: str | None, fmt: str | None) -> None:
         sys.stdout.write(text)
 
 
+_YAML_EXCERPT = re.compile(r"(, column \d+):\n[^\n]*\n *\^")  # a quoted line of the file and its caret
+
+
+def _safe_problem(text: str) -> str:
+    """An import problem without the file's own lines (YAML errors quote them, credentials
+    and all: a truncated excerpt cannot be redacted reliably), other secrets redacted."""
+    return redact_text(_YAML_EXCERPT.sub(r"\1", text))
+
+
 @main.command("import")
 @instance_option
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
@@ -101,7 +115,7 @@ def import_cmd(instance: str | None, file: str) -> None:
         try:
             results = portability.import_all(db.session, portability.loads(text))
         except portability.ImportProblem as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_safe_problem(str(exc))) from None
         base = app.config["PUBLIC_URL"]
         for r in results:
             click.echo(f"{r.action:8} {r.recipe.name}: {base}/hooks/{r.recipe.token}")

@@ -37,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_HOURS": 12.0,         # a sign-in lasts this long
     "LOGIN_MAX_FAILURES": 5,       # failed sign-ins per client address and per email ...
     "LOGIN_LOCKOUT_SECONDS": 900,  # ... within this window lock further attempts until they age out
+    # Reverse proxies in front of Hookline whose X-Forwarded-For/-Proto/-Host are trusted. 0:
+    # none (the TCP peer is the client). Behind one nginx/Caddy/ALB, 1. Never more than there
+    # are: a client could then forge its address and dodge throttling and rate limits.
+    "TRUSTED_PROXIES": 0,
 }
 
 

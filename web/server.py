@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask
 from waitress.server import create_server
 
+from automations.logredact import install as install_log_redaction
 from automations.runner import Runner
 
 log = logging.getLogger("hookline")
@@ -28,6 +29,7 @@ def start_runner(app: Flask) -> Runner:
 def make_server(app: Flask, host: str, port: int) -> Any:
     # waitress warns "Task queue depth is N" on every request under load: noise, not news.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    install_log_redaction()  # waitress logs request paths: /hooks/<token> is a secret
     return create_server(app, host=host, port=port, threads=app.config["WEB_THREADS"],
                          connection_limit=1000, channel_timeout=60, ident="Hookline",
                          clear_untrusted_proxy_headers=True)
