@@ -20,6 +20,7 @@ from functools import lru_cache
 from html.parser import HTMLParser
 from typing import Any
 
+import regex as regex_engine
 from jinja2 import Undefined
 
 from automations.filters_common import MAX_TEXT, _int_arg, _is_empty, _text
@@ -35,6 +36,7 @@ from automations.filters_numbers import format_money, format_number, percent, to
 
 MAX_REGEX_INPUT = 100_000  # regexes may backtrack: keep their input short
 MAX_PATTERN = 500
+MAX_REGEX_SECONDS = 1.0  # per regex call; backtracking shapes the parser check misses stop here
 
 
 # --- text ----------------------------------------------------------------------------------------------
@@ -109,32 +111,42 @@ def _nested_repeat(items: Any, inside: bool = False) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _regex(pattern: Any, ignorecase: bool) -> re.Pattern:
-    """Compile an author's pattern; refuse nested repetition (the usual catastrophic-backtracking shape)."""
+def _regex(pattern: Any, ignorecase: bool) -> regex_engine.Pattern:
+    """Compile an author's pattern; refuse nested repetition (the usual catastrophic-backtracking
+    shape). Patterns run on the ``regex`` engine, whose matching can be given a deadline."""
     text = _text(pattern, MAX_PATTERN)
     try:
         if _nested_repeat(_sre_parse.parse(text)):
             raise ValueError("regular expression repeats a repetition, like '(a+)+', which can take forever; "
                              "make the inner one possessive: '(a++)+'")
-        return re.compile(text, re.IGNORECASE if ignorecase else 0)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc.msg}") from None
+        return regex_engine.compile(text, regex_engine.IGNORECASE if ignorecase else 0)
+    except (re.error, regex_engine.error) as exc:
+        raise ValueError(f"invalid regular expression: {getattr(exc, 'msg', exc)}") from None
+
+
+def _timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return call(*args, timeout=MAX_REGEX_SECONDS, **kwargs)
+    except TimeoutError:
+        raise ValueError(f"regular expression took longer than {MAX_REGEX_SECONDS:g} s "
+                         "(it backtracks too much on this input); simplify it") from None
 
 
 def regex_replace(value: Any, pattern: str, repl: str = "", count: int = 0, ignorecase: bool = False) -> str:
-    text, regex, repl = _text(value, MAX_REGEX_INPUT), _regex(pattern, ignorecase), _text(repl, MAX_TEXT)
+    text, compiled, repl = _text(value, MAX_REGEX_INPUT), _regex(pattern, ignorecase), _text(repl, MAX_TEXT)
     count = _int_arg("count", count, 0, MAX_TEXT)
-    if len(repl) * (len(text) + 1) > MAX_TEXT and len(repl) * sum(1 for _ in regex.finditer(text)) > MAX_TEXT:
+    if (len(repl) * (len(text) + 1) > MAX_TEXT
+            and len(repl) * len(_timed(compiled.findall, text)) > MAX_TEXT):
         raise ValueError("replacement result would be too large")
     try:
-        return regex.sub(repl, text, count=count)
-    except (re.error, IndexError) as exc:
+        return _timed(compiled.sub, repl, text, count=count)
+    except (re.error, regex_engine.error, IndexError) as exc:
         raise ValueError(f"invalid replacement {repl!r}: {exc}") from None
 
 
 def regex_search(value: Any, pattern: str, group: int | str = 0, ignorecase: bool = False) -> str | None:
     """The first match (or one group of it); None when nothing matches."""
-    match = _regex(pattern, ignorecase).search(_text(value, MAX_REGEX_INPUT))
+    match = _timed(_regex(pattern, ignorecase).search, _text(value, MAX_REGEX_INPUT))
     try:
         return None if match is None else match.group(group)
     except IndexError:
@@ -142,7 +154,7 @@ def regex_search(value: Any, pattern: str, group: int | str = 0, ignorecase: boo
 
 
 def regex_findall(value: Any, pattern: str, ignorecase: bool = False) -> list:
-    return _regex(pattern, ignorecase).findall(_text(value, MAX_REGEX_INPUT))
+    return _timed(_regex(pattern, ignorecase).findall, _text(value, MAX_REGEX_INPUT))
 
 
 def default_if_empty(value: Any, fallback: Any = "") -> Any:

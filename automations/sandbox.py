@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from jinja2.visitor import NodeTransformer
 
 MAX_OUTPUT_SIZE = 1024 * 1024  # characters in a rendered value (and in any value built while rendering)
 MAX_WORK = 50_000  # loop iterations + calls + KiB of data processed, per render
+MAX_RENDER_SECONDS = 2.0  # wall clock per top-level render, checked whenever work is charged
 MAX_RANGE = 10_000
 MAX_INT_BITS = 10_000
 MAX_FIELD_WIDTH = 1_000  # padding/precision in %-formatting, str.format, center...
@@ -37,6 +39,7 @@ class LimitExceeded(Exception):
 class Budget:
     max_size: int
     work_left: int
+    deadline: float = float("inf")  # time.monotonic() value
 
 
 _BUDGET: ContextVar[Budget | None] = ContextVar("hookline_template_budget", default=None)
@@ -48,6 +51,8 @@ def _charge(units: int) -> None:
         budget.work_left -= units
         if budget.work_left < 0:
             raise LimitExceeded("template does too much work (loop iterations, calls, data processed)")
+        if time.monotonic() > budget.deadline:
+            raise LimitExceeded(f"template took longer than {MAX_RENDER_SECONDS:g} s to render")
 
 
 def _cap() -> int:
@@ -343,7 +348,7 @@ def render_budget(max_output: int, max_work: int) -> Iterator[Budget]:
     if current is not None:
         yield current
         return
-    new = Budget(max_output, max_work)
+    new = Budget(max_output, max_work, time.monotonic() + MAX_RENDER_SECONDS)
     token = _BUDGET.set(new)
     try:
         yield new

@@ -1,3 +1,4 @@
+import time
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
@@ -172,6 +173,19 @@ def test_name_parts(full, first, last):
 @pytest.mark.parametrize("empty", [None, "", "  ", [], {}, ChainableUndefined()])
 def test_default_if_empty(empty):
     assert f.default_if_empty(empty, "x") == "x"
+
+
+@pytest.mark.parametrize("call", [
+    lambda: f.regex_search("a" * 60 + "!", "(a|aa)+$"),       # alternation, not nested repetition
+    lambda: f.regex_replace("a" * 60 + "!", "(a|aa)+$", "x"),
+    lambda: f.regex_findall("a" * 60 + "!", "(?:a|aa)+$"),
+])
+def test_backtracking_the_shape_check_misses_stops_at_the_deadline(call, monkeypatch):
+    monkeypatch.setattr(f, "MAX_REGEX_SECONDS", 0.2)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="took longer than 0.2 s"):
+        call()
+    assert time.monotonic() - started < 5  # fib(60) steps would take years without the deadline
 
 
 @pytest.mark.parametrize("value", [0, False, "0", [0]])

@@ -202,6 +202,18 @@ def test_work_limit_argument_and_module_default(ctx, monkeypatch):
     assert render(source, ctx) == "." * 100  # the budget belongs to one render, not the process
 
 
+def test_render_time_limit_stops_slow_work_within_the_work_budget(ctx, monkeypatch):
+    from automations import sandbox
+    # Each iteration sorts a long list: cheap in work units, slow on the clock.
+    source = "{% for i in range(200) %}{{ items | sort | length }}{% endfor %}"
+    slow = dict(ctx, items=list(range(200_000, 0, -1)))
+    monkeypatch.setattr(sandbox, "MAX_RENDER_SECONDS", 0.05)
+    with pytest.raises(TemplateError, match="took longer than 0.05 s"):
+        render(source, slow, max_work=10**9)
+    monkeypatch.undo()
+    assert render("{% for i in range(3) %}{{ items | length }}{% endfor %}", slow) == "200000" * 3
+
+
 def test_budgets_are_per_thread(ctx):
     from concurrent.futures import ThreadPoolExecutor
 
