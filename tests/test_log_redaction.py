@@ -479,21 +479,25 @@ def test_a_connector_crash_log_does_not_show_connection_secrets(live: LiveServer
     assert api_token not in _history(live, run_id)
 
 
-def test_a_failed_alert_logs_no_webhook_url(live: LiveServer, logs: pytest.LogCaptureFixture) -> None:
-    hook = _connection(live, "chat", "slack_webhook", {"webhook_url": "http://chat..example.test/notify/SECRETpath0123"})
+def _dead_run_with_failed_alert(live: LiveServer, logs: pytest.LogCaptureFixture, alert: dict[str, Any]) -> None:
+    """A run that goes dead at once, then waits until its alert has failed and been logged."""
     with live.app.app_context():
         token = recipes.create(db.session, "r", {
             "steps": [{"key": "a", "action": "http_request",
                        "inputs": {"method": "POST", "url": f"http://127.0.0.1:{closed_port()}/",
                                   "body_type": "json", "body": "{}"}}],
-            "settings": {"retry": {"max_attempts": 1},
-                         "alert": {"action": "slack_message", "connection": hook, "inputs": {"text": "dead"}}}}).token
+            "settings": {"retry": {"max_attempts": 1}, "alert": alert}}).token
     run_id = live.post(token, json={}).json()["run_id"]
     assert wait_run(live.app, run_id) == "dead"
     deadline = time.monotonic() + 5
     while "not delivered" not in logs.text and time.monotonic() < deadline:
         time.sleep(0.02)
     assert "alert for run" in logs.text
+
+
+def test_a_failed_alert_logs_no_webhook_url(live: LiveServer, logs: pytest.LogCaptureFixture) -> None:
+    hook = _connection(live, "chat", "slack_webhook", {"webhook_url": "http://chat..example.test/notify/SECRETpath0123"})
+    _dead_run_with_failed_alert(live, logs, {"action": "slack_message", "connection": hook, "inputs": {"text": "dead"}})
     assert "SECRETpath0123" not in logs.text
 
 
@@ -502,24 +506,12 @@ def test_a_failed_alert_logs_no_secret_the_receiver_echoed(live: LiveServer,
     api_token = "zq8-alert-plainword"  # no shape a pattern could recognise
     alert_conn = _connection(live, "crm", "http_auth",
                              {"scheme": "api_key_header", "key_name": "X-Partner", "key_value": api_token})
-    echo = HttpSink(lambda req: Reply(400, f"key {req.headers.get('X-Partner', '')} is not valid here"))
-    with echo:
-        with live.app.app_context():
-            token = recipes.create(db.session, "r", {
-                "steps": [{"key": "a", "action": "http_request",
-                           "inputs": {"method": "POST", "url": f"http://127.0.0.1:{closed_port()}/",
-                                      "body_type": "json", "body": "{}"}}],
-                "settings": {"retry": {"max_attempts": 1},
-                             "alert": {"action": "http_request", "connection": alert_conn,
-                                       "inputs": {"method": "POST", "url": echo.url, "body_type": "json",
-                                                  "body": "{}"}}}}).token
-        run_id = live.post(token, json={}).json()["run_id"]
-        assert wait_run(live.app, run_id) == "dead"
-        deadline = time.monotonic() + 5
-        while "not delivered" not in logs.text and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with HttpSink(lambda req: Reply(400, f"key {req.headers.get('X-Partner', '')} is not valid here")) as echo:
+        _dead_run_with_failed_alert(live, logs, {
+            "action": "http_request", "connection": alert_conn,
+            "inputs": {"method": "POST", "url": echo.url, "body_type": "json", "body": "{}"}})
     assert echo.requests, "the alert was sent"
-    assert "alert for run" in logs.text and "is not valid here" in logs.text
+    assert "is not valid here" in logs.text
     assert api_token not in logs.text
 
 
