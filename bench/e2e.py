@@ -4,18 +4,20 @@ Run by hand from the project checkout (see bench/README.md); it prints figures a
 asserts:
 
     python bench/e2e.py [--duration 10] [--connections 32] [--runner-threads N] [--web-threads N]
-                        [--fail-rate 0.3] [--json] [--profile FILE]
+                        [--fail-rate 0.3] [--split] [--json] [--profile FILE]
 
 1. a temporary instance folder (SQLite, the embedded default) and a recipe file: one recipe
    with a fixed token and one ``http_request`` step POSTing ``{"t": .., "n": ..}`` to the sink;
    imported with ``hookline import``;
 2. the sink (bench/sink.py) in its own process;
 3. the server started as the README says: ``hookline serve --instance DIR`` with
-   HOOKLINE_PORT, HOOKLINE_OUTBOUND_ALLOWLIST=127.0.0.0/8 (and the thread settings);
+   HOOKLINE_PORT, HOOKLINE_OUTBOUND_ALLOWLIST=127.0.0.0/8 (and the thread settings); with
+   ``--split`` two processes on the same instance folder instead, ``hookline serve --no-worker``
+   (web only) and ``hookline worker`` (runner only, HOOKLINE_POLL_INTERVAL=0.05 by default);
 4. a warm-up of a few events, then the load generator (bench/loadgen.py) in its own process
    for a fixed duration;
 5. a bounded wait until the sink has every acknowledged event, then SIGTERM to the server
-   and the sink, and the figures.
+   (web first, then the worker) and the sink, and the figures.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,8 @@ from httpio import percentile
 TOKEN = "bench-e2e-token-0123456789abcdefghijkl"  # fixed, 32+ URL-safe characters
 BODY_TEMPLATE = '{"t": {{ t }}, "n": {{ n }}}'
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# --split: the worker notices the web process's runs only when it polls (default every 1 s)
+SPLIT_POLL_INTERVAL = "0.05"
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -146,6 +151,153 @@ class Abort(Exception):
     """The benchmark could not run; the message says why (printed, not raised further)."""
 
 
+# --- the hookline processes -----------------------------------------------------------------
+
+@dataclass
+class Hookline:
+    """One ``hookline`` process of the benchmark and its ``/proc`` samples.
+
+    ``name`` is ``server`` (the embedded default, web + runner), ``web`` (``serve --no-worker``)
+    or ``worker``; ``args`` is the subcommand after ``hookline``, without ``--instance DIR``.
+    """
+
+    name: str
+    args: list[str]
+    log: Path
+    lockstats: Path | None = None
+    proc: subprocess.Popen | None = None
+    cpu0: float | None = None
+    cpu_load_end: float | None = None
+    cpu_end: float | None = None
+    threads_at_load_end: int | None = None
+    hwm_kib: int | None = None
+    rss_kib: int | None = None
+    exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def command(self, hookline: list[str]) -> str:
+        return " ".join([*hookline, *self.args, "--instance", "DIR"])
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def sample_load_start(self) -> None:
+        self.cpu0 = proc_cpu_seconds(self.pid)
+
+    def sample_load_end(self) -> None:
+        self.cpu_load_end = proc_cpu_seconds(self.pid)
+        self.threads_at_load_end = proc_threads(self.pid)
+
+    def sample_drained(self) -> None:
+        self.cpu_end = proc_cpu_seconds(self.pid)
+        self.hwm_kib = proc_status_kib(self.pid, "VmHWM")
+        self.rss_kib = proc_status_kib(self.pid, "VmRSS")
+
+
+def start_hookline(h: Hookline, hookline: list[str], instance: Path, env: dict[str, str],
+                   lock_probe: bool) -> subprocess.Popen:
+    proc_env = dict(env)
+    if lock_probe and h.lockstats is not None:
+        proc_env["PYTHONPATH"] = os.pathsep.join(
+            [str(BENCH / "lockprobe"), *filter(None, [env.get("PYTHONPATH")])])
+        proc_env["HOOKLINE_BENCH_LOCKSTATS"] = str(h.lockstats)
+    with open(h.log, "wb") as log_fh:  # the child keeps its own copy of the descriptor
+        h.proc = subprocess.Popen([*hookline, *h.args, "--instance", str(instance)], cwd=ROOT,
+                                  env=proc_env, stdout=log_fh, stderr=subprocess.STDOUT)
+    return h.proc
+
+
+def wait_http(h: Hookline, port: int, timeout: float) -> None:
+    """Until the web process answers HTTP on ``port`` (any status), at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            http_get(port, "/hooks/none", timeout=2)
+            return
+        except OSError:
+            if h.exited():
+                raise Abort(f"{h.name} exited with {h.proc.returncode}:\n{tail(h.log)}") from None
+            if time.monotonic() > deadline:
+                raise Abort(f"{h.name} did not answer within {timeout:.0f} s:\n{tail(h.log)}") from None
+            time.sleep(0.1)
+
+
+def wait_log(h: Hookline, needle: str, timeout: float) -> None:
+    """Until ``needle`` appears in the process's log, at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if needle in h.log.read_text(errors="replace"):
+                return
+        except OSError:
+            pass
+        if h.exited():
+            raise Abort(f"{h.name} exited with {h.proc.returncode}:\n{tail(h.log)}")
+        if time.monotonic() > deadline:
+            raise Abort(f"{h.name} did not log {needle!r} within {timeout:.0f} s:\n{tail(h.log)}")
+        time.sleep(0.1)
+
+
+def log_tails(hls: list[Hookline], lines: int) -> str:
+    if len(hls) == 1:
+        return tail(hls[0].log, lines)
+    return "\n".join(f"--- {h.name} log:\n{tail(h.log, lines)}" for h in hls)
+
+
+def process_figures(h: Hookline, hookline: list[str], with_probe: bool) -> dict[str, Any]:
+    """The figures of one process, with the keys of the ``server`` figures (plus name, command)."""
+    log_text = h.log.read_text(errors="replace") if h.log.exists() else ""
+    figures: dict[str, Any] = {
+        "name": h.name,
+        "command": h.command(hookline),
+        "pid": h.proc.pid if h.proc is not None else None,
+        "peak_rss_mib": h.hwm_kib / 1024 if h.hwm_kib else None,
+        "rss_at_end_mib": h.rss_kib / 1024 if h.rss_kib else None,
+        "cpu_s_load": _delta(h.cpu0, h.cpu_load_end),
+        "cpu_s_total": _delta(h.cpu0, h.cpu_end),
+        "threads": h.threads_at_load_end,
+        "exit_code": h.exit_code,
+        "log_errors": sum(1 for ln in log_text.splitlines()
+                          if (" ERROR " in ln or " WARNING " in ln) and "Task queue depth" not in ln),
+        "waitress_queue_warnings": log_text.count("Task queue depth"),
+        "log_tracebacks": log_text.count("Traceback"),
+    }
+    if with_probe and h.lockstats is not None:
+        try:
+            figures["write_lock"] = json.loads(h.lockstats.read_text())
+        except (OSError, ValueError) as exc:
+            figures["write_lock"] = {"error": f"no lock statistics ({exc})"}
+    if figures["log_errors"] or h.exit_code not in (0, None):
+        figures["log_tail"] = tail(h.log, 15)
+    return figures
+
+
+def _delta(start: float | None, end: float | None) -> float | None:
+    return end - start if start is not None and end is not None else None
+
+
+def _sum(values: list[Any]) -> Any:
+    """The sum, or None if any value is missing (a partial sum would look like a real figure)."""
+    return None if any(v is None for v in values) else sum(values)
+
+
+def server_figures(processes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``server`` figures: those of the one process, or in split mode the sums over the
+    processes (peak RSS: the sum of each process's peak; exit code: the first non-zero one)."""
+    if len(processes) == 1:
+        return {k: v for k, v in processes[0].items() if k not in ("name", "command", "pid", "write_lock")}
+    summed = ("peak_rss_mib", "rss_at_end_mib", "cpu_s_load", "cpu_s_total", "threads",
+              "log_errors", "waitress_queue_warnings", "log_tracebacks")
+    figures: dict[str, Any] = {k: _sum([p[k] for p in processes]) for k in summed}
+    codes = [p["exit_code"] for p in processes]
+    figures["exit_code"] = next((c for c in codes if c not in (0, None)), None if None in codes else 0)
+    return figures
+
+
 # --- the benchmark ------------------------------------------------------------------------
 
 def write_recipe(folder: Path, sink_url: str, retry_schedule: list[float] | None) -> Path:
@@ -166,17 +318,21 @@ def write_recipe(folder: Path, sink_url: str, retry_schedule: list[float] | None
     return path
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="hookline-bench-"))
-    instance = work / "instance"
-    instance.mkdir()
-    server_log = work / "server.log"
-    hookline = hookline_command(args.module)
-    procs: list[subprocess.Popen] = []
-    result: dict[str, Any] = {"work_dir": str(work)}
+def plan_processes(work: Path, split: bool) -> list[Hookline]:
+    """What to start: ``serve`` (web + runner in one process), or in split mode ``serve
+    --no-worker`` and ``worker`` against the same instance folder. The web process comes first."""
+    if not split:
+        return [Hookline("server", ["serve"], work / "server.log", work / "lockstats.json")]
+    return [Hookline("web", ["serve", "--no-worker"], work / "web.log", work / "lockstats-web.json"),
+            Hookline("worker", ["worker"], work / "worker.log", work / "lockstats-worker.json")]
+
+
+def server_env(args: argparse.Namespace, port: int) -> dict[str, str]:
+    """The environment of the hookline processes (the same for all of them)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
-    port = free_port()
     env.update({"HOOKLINE_PORT": str(port), "HOOKLINE_OUTBOUND_ALLOWLIST": "127.0.0.0/8"})
+    if args.split:  # the worker sees runs of the web process only when it polls (see README)
+        env["HOOKLINE_POLL_INTERVAL"] = SPLIT_POLL_INTERVAL
     if args.runner_threads:
         env["HOOKLINE_RUNNER_THREADS"] = str(args.runner_threads)
     if args.web_threads:
@@ -184,7 +340,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for item in args.env:
         key, _, value = item.partition("=")
         env[key] = value
-    server = sink = None
+    return env
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="hookline-bench-"))
+    instance = work / "instance"
+    instance.mkdir()
+    hookline = hookline_command(args.module)
+    hls = plan_processes(work, args.split)
+    web, runner_side = hls[0], hls[-1]  # the same process unless split
+    procs: list[subprocess.Popen] = []
+    result: dict[str, Any] = {"work_dir": str(work)}
+    port = free_port()
+    env = server_env(args, port)
+    sink = None
     try:
         # 1. the sink, in its own process
         sink_cmd = [sys.executable, str(BENCH / "sink.py"), "--port", "0", "--fail-rate", str(args.fail_rate),
@@ -207,28 +377,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if imp.returncode != 0:
             raise Abort(f"import failed (exit {imp.returncode}):\n{imp.stdout}{imp.stderr}")
 
-        # 3. the server, as the README starts it
-        server_env = dict(env)
-        lockstats = work / "lockstats.json"
-        if args.lock_probe:
-            server_env["PYTHONPATH"] = os.pathsep.join(
-                [str(BENCH / "lockprobe"), *filter(None, [env.get("PYTHONPATH")])])
-            server_env["HOOKLINE_BENCH_LOCKSTATS"] = str(lockstats)
-        with open(server_log, "wb") as log_fh:  # the child keeps its own copy of the descriptor
-            server = subprocess.Popen([*hookline, "serve", "--instance", str(instance)], cwd=ROOT,
-                                      env=server_env, stdout=log_fh, stderr=subprocess.STDOUT)
-        procs.append(server)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                http_get(port, "/hooks/none", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    raise Abort(f"server exited with {server.returncode}:\n{tail(server_log)}") from None
-                if time.monotonic() > deadline:
-                    raise Abort(f"server did not answer within 60 s:\n{tail(server_log)}") from None
-                time.sleep(0.1)
+        # 3. the server, as the README starts it: one process, or web then worker (split)
+        procs.append(start_hookline(web, hookline, instance, env, args.lock_probe))
+        wait_http(web, port, 60)
+        if runner_side is not web:
+            procs.append(start_hookline(runner_side, hookline, instance, env, args.lock_probe))
+            wait_log(runner_side, "Hookline worker ", 60)  # printed once its runner has started
         hook_path = f"/hooks/{TOKEN}"
 
         # 4a. warm-up: a few events end to end, then forget them at the sink
@@ -236,18 +390,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(warm):
             status, body = http_post_json(port, hook_path, {"t": time.time(), "n": -1 - i})
             if status != 202:
-                raise Abort(f"warm-up request answered {status}: {body[:500]!r}\n{tail(server_log)}")
+                raise Abort(f"warm-up request answered {status}: {body[:500]!r}\n{tail(web.log)}")
         deadline = time.monotonic() + 30
         while warm and time.monotonic() < deadline and sink_stats(sink_port)["unique"] < warm:
             time.sleep(0.05)
         warm_delivered = sink_stats(sink_port)["unique"] if warm else 0
         if warm and warm_delivered < warm:
             print(f"warning: only {warm_delivered}/{warm} warm-up events delivered in 30 s; "
-                  f"server log tail:\n{tail(server_log, 20)}", file=sys.stderr)
+                  f"server log tail:\n{log_tails(hls, 20)}", file=sys.stderr)
         http_get(sink_port, "/__reset")
 
         # 4b. the load, in its own process (optionally profiled with py-spy)
-        cpu0 = proc_cpu_seconds(server.pid)
+        for h in hls:
+            h.sample_load_start()
         load_out = work / "load.json"
         load = subprocess.Popen([sys.executable, str(BENCH / "loadgen.py"), f"http://127.0.0.1:{port}{hook_path}",
                                  "--duration", str(args.duration), "--connections", str(args.connections),
@@ -257,7 +412,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.profile:
             pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
             fmt = args.profile_format
-            profiler = subprocess.Popen([pyspy, "record", "--pid", str(server.pid), "--duration",
+            profiler = subprocess.Popen([pyspy, "record", "--pid", str(web.pid), "--duration",
                                          str(max(1, int(args.duration) - 1)), "--rate", "100", "--format", fmt,
                                          "--output", args.profile, "--nonblocking", *args.profile_arg],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -266,8 +421,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             load.kill()
             raise Abort("load generator did not stop in time") from None
-        cpu_load_end = proc_cpu_seconds(server.pid)
-        threads_at_load_end = proc_threads(server.pid)
+        for h in hls:
+            h.sample_load_end()
         if load.returncode != 0 or not load_out.exists():
             raise Abort(f"load generator failed (exit {load.returncode})")
         lg = json.loads(load_out.read_text())
@@ -286,15 +441,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 missing = acked - {e[0] for e in full["events"]}
                 if not missing or time.monotonic() >= deadline:
                     break
-            if server.poll() is not None:
+            if any(h.exited() for h in hls):
                 full = sink_stats(sink_port, full=True)
                 missing = acked - {e[0] for e in full["events"]}
                 break
             time.sleep(0.2)
         waited = time.monotonic() - wait_start
-        cpu_end = proc_cpu_seconds(server.pid)
-        hwm = proc_status_kib(server.pid, "VmHWM")
-        rss = proc_status_kib(server.pid, "VmRSS")
+        for h in hls:
+            h.sample_drained()
         if profiler is not None:
             try:
                 _, err = profiler.communicate(timeout=60)
@@ -303,10 +457,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 profiler.kill()
 
-        # stop everything: server first (it may still be delivering), then the sink
-        server_exit = stop_process(server, 45)
+        # stop everything: the web process first, then the runner (it may still be
+        # delivering; in split mode the worker), then the sink
+        for h in hls:
+            h.exit_code = stop_process(h.proc, 45)
         stop_process(sink, 10)
-        log_text = server_log.read_text(errors="replace")
 
         # --- figures --------------------------------------------------------------------
         events = [e for e in full.get("events", []) if e[0] >= 0]
@@ -317,6 +472,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         first_arr = arrivals[0] if arrivals else None
         last_arr = arrivals[-1] if arrivals else None
         span = (last_arr - first_arr) if arrivals and len(arrivals) > 1 else None
+        processes = [process_figures(h, hookline, args.lock_probe) for h in hls]
         result.update({
             "config": {
                 "duration_s": args.duration,
@@ -326,11 +482,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "fail_rate": args.fail_rate,
                 "retry_schedule": schedule,
                 "extra_env": args.env,
+                "split": args.split,
+                "poll_interval": env.get("HOOKLINE_POLL_INTERVAL", "default"),
                 "python": platform.python_version(),
                 "sqlite": sqlite3.sqlite_version,
                 "cpus": os.cpu_count(),
                 "machine": _cpu_model(),
-                "command": " ".join([*hookline, "serve", "--instance", "DIR"]),
+                "command": " + ".join(h.command(hookline) for h in hls),
             },
             "acks": {
                 "count": lg["acks"],
@@ -359,27 +517,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "waited_s": waited,
                 "sink_connections": full.get("connections"),
             },
-            "server": {
-                "peak_rss_mib": hwm / 1024 if hwm else None,
-                "rss_at_end_mib": rss / 1024 if rss else None,
-                "cpu_s_load": (cpu_load_end - cpu0) if cpu0 is not None and cpu_load_end is not None else None,
-                "cpu_s_total": (cpu_end - cpu0) if cpu0 is not None and cpu_end is not None else None,
-                "threads": threads_at_load_end,
-                "exit_code": server_exit,
-                "log_errors": sum(1 for ln in log_text.splitlines()
-                                  if (" ERROR " in ln or " WARNING " in ln) and "Task queue depth" not in ln),
-                "waitress_queue_warnings": log_text.count("Task queue depth"),
-                "log_tracebacks": log_text.count("Traceback"),
-            },
+            "server": server_figures(processes),
+            "processes": processes,
             "helpers_cpu_s": {"loadgen": lg.get("cpu_s"), "sink": full.get("cpu_s")},
         })
-        if args.lock_probe:
-            try:
-                result["write_lock"] = json.loads(lockstats.read_text())
-            except (OSError, ValueError) as exc:
-                result["write_lock"] = {"error": f"no lock statistics ({exc})"}
-        if result["server"]["log_errors"] or server_exit not in (0, None):
-            result["server"]["log_tail"] = tail(server_log, 15)
+        if args.lock_probe and not args.split:  # split mode: per process, under "processes"
+            result["write_lock"] = processes[0]["write_lock"]
         return result
     finally:
         for p in procs:
@@ -419,7 +562,8 @@ def print_text(r: dict[str, Any]) -> None:
     lat, dl = a["latency_ms"], d["delay_ms"]
     print(f"Hookline end-to-end benchmark: {c['duration_s']} s, {c['connections']} connections, "
           f"runner threads {c['runner_threads']}, web threads {c['web_threads']}"
-          + (f", sink fail rate {c['fail_rate']}" if c["fail_rate"] else ""))
+          + (f", sink fail rate {c['fail_rate']}" if c["fail_rate"] else "")
+          + (f", split (web + worker), poll interval {c['poll_interval']} s" if c.get("split") else ""))
     print(f"  python {c['python']}, sqlite {c['sqlite']}, {c['cpus']} CPUs ({c['machine']})")
     print(f"  server: {c['command']}" + (f"  env: {' '.join(c['extra_env'])}" if c["extra_env"] else ""))
     print("acks")
@@ -439,17 +583,34 @@ def print_text(r: dict[str, Any]) -> None:
           f"{_f(d['backlog_at_load_end'])}, drain after load {_f(d['drain_s'], 2)} s")
     print(f"  delay send→arrival ms: p50 {_f(dl['p50'])}  p90 {_f(dl['p90'])}  p99 {_f(dl['p99'])}  "
           f"max {_f(dl['max'])}")
-    print("server")
+    processes = r.get("processes") or []
+    split = len(processes) > 1
+    print("server" + (f" (sums over {len(processes)} processes)" if split else ""))
     print(f"  peak RSS {_f(s['peak_rss_mib'])} MiB (at end {_f(s['rss_at_end_mib'])} MiB), threads {s['threads']}")
     print(f"  CPU s: during load {_f(s['cpu_s_load'], 2)}, load + drain {_f(s['cpu_s_total'], 2)}  "
           f"(loadgen {_f(r['helpers_cpu_s']['loadgen'], 2)}, sink {_f(r['helpers_cpu_s']['sink'], 2)})")
     print(f"  exit code {s['exit_code']}, log warnings/errors {s['log_errors']}, tracebacks {s['log_tracebacks']}, "
           f"waitress 'Task queue depth' warnings {s['waitress_queue_warnings']}")
-    wl = r.get("write_lock")
+    if split:
+        for p in processes:
+            print(f"  {p['name']:6}  peak RSS {_f(p['peak_rss_mib'])} MiB, threads {p['threads']}, "
+                  f"CPU s: during load {_f(p['cpu_s_load'], 2)}, load + drain {_f(p['cpu_s_total'], 2)}, "
+                  f"exit code {p['exit_code']}, log warnings/errors {p['log_errors']}, "
+                  f"tracebacks {p['log_tracebacks']}")
+        for p in processes:
+            print_write_lock(p.get("write_lock"), f"{p['name']} process")
+    else:
+        print_write_lock(r.get("write_lock"), "server")
+    for p in processes if split else [{"name": "server", **s}]:
+        if p.get("log_tail"):
+            print(f"  {p['name']} log tail:\n    " + p["log_tail"].replace("\n", "\n    "))
+
+
+def print_write_lock(wl: dict[str, Any] | None, whose: str) -> None:
     if wl and "callers" in wl:
         rows = sorted(wl["callers"].items(), key=lambda kv: -kv[1]["hold_s"])
         held = sum(v["hold_s"] for _, v in rows)
-        print(f"SQLite write lock (automations/db.py), over {wl['elapsed_s']:.1f} s of server life: "
+        print(f"SQLite write lock (automations/db.py), over {wl['elapsed_s']:.1f} s of {whose} life: "
               f"held {held:.2f} s in total")
         print(f"  {'taken by (first project frame)':50} {'count':>6} {'held s':>7} {'mean ms':>8} "
               f"{'max ms':>7} {'CPU s held':>10} {'waited s':>9}")
@@ -457,10 +618,7 @@ def print_text(r: dict[str, Any]) -> None:
             print(f"  {caller[:50]:50} {v['count']:6d} {v['hold_s']:7.2f} {v['mean_hold_ms']:8.2f} "
                   f"{v['max_hold_ms']:7.1f} {v.get('cpu_while_held_s', 0):10.2f} {v['wait_s']:9.1f}")
     elif wl:
-        print(f"SQLite write lock: {wl.get('error')}")
-    if s.get("log_tail"):
-        print("  server log tail:\n    " + s["log_tail"].replace("\n", "\n    "))
-
+        print(f"SQLite write lock ({whose}): {wl.get('error')}")
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -475,7 +633,12 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=5, help="events sent and delivered before the load")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the server, e.g. HOOKLINE_DATABASE_URL=... (repeatable)")
-    ap.add_argument("--profile", default=None, metavar="FILE", help="py-spy record the server during the load")
+    ap.add_argument("--split", action="store_true",
+                    help="two processes on the same instance: `hookline serve --no-worker` (web) and "
+                         f"`hookline worker` (runner; HOOKLINE_POLL_INTERVAL={SPLIT_POLL_INTERVAL} "
+                         "unless --env sets it)")
+    ap.add_argument("--profile", default=None, metavar="FILE",
+                    help="py-spy record the server during the load (single process only)")
     ap.add_argument("--profile-format", default="raw", choices=["raw", "flamegraph", "speedscope"])
     ap.add_argument("--profile-arg", action="append", default=[], help="extra py-spy argument, e.g. --profile-arg=--idle")
     ap.add_argument("--module", action="store_true",
@@ -487,6 +650,9 @@ def main() -> int:
     args = ap.parse_args()
     if not 0 < args.duration <= 3600 or not 0 < args.connections <= 1000 or not 0 <= args.fail_rate <= 1:
         ap.error("--duration in (0, 3600], --connections in [1, 1000], --fail-rate in [0, 1]")
+    if args.split and args.profile:
+        ap.error("--profile records one process and is not supported with --split; record the web or the "
+                 "worker process by hand with `py-spy record --pid PID` (see bench/README.md)")
     try:
         result = run(args)
     except Abort as exc:
