@@ -9,12 +9,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from .base import PermanentError, RetryableError
 from .redaction import redact_url
@@ -98,10 +93,19 @@ def check_destination(url: str, allowlist: Allowlist | Iterable[str] = ()) -> li
         raise DestinationNotAllowed(f"destination not allowed: {url!r} has no host")
     try:
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except ValueError as exc:
         raise PermanentError(f"invalid URL {redact_url(url)!r}: {exc}") from None
-    except (socket.gaierror, UnicodeError) as exc:
+    return checked_addresses(host, port, allow, url)
+
+
+def checked_addresses(host: str, port: int, allow: Allowlist, url: str) -> list[str]:
+    """:func:`check_destination` for a URL already split: ``host`` without brackets, the
+    effective ``port``; ``url`` is only quoted (redacted) in errors."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except ValueError as exc:  # UnicodeError included: an empty or overlong label
+        raise PermanentError(f"invalid URL {redact_url(url)!r}: {exc}") from None
+    except socket.gaierror as exc:
         raise RetryableError(f"could not resolve host {host!r}: {exc}") from None
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if allow.permits_host(host):
@@ -113,43 +117,3 @@ def check_destination(url: str, allowlist: Allowlist | Iterable[str] = ()) -> li
             raise DestinationNotAllowed(f"destination not allowed: {host} resolves to {addr} ({why}); "
                                         f"add it to {ALLOWLIST_SETTING} to permit")
     return addresses
-
-
-class PinnedAdapter(HTTPAdapter):
-    """Checks each request's destination and connects to a checked address: the urllib3
-    pool is keyed by the IP, while Host, SNI and certificate matching use the hostname."""
-
-    def __init__(self, allowlist: Allowlist, pool_size: int) -> None:
-        self.allowlist = allowlist
-        super().__init__(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        addresses = check_destination(request.url or "", self.allowlist)
-        parts = urlsplit(request.url)
-        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
-        default_port = 443 if parts.scheme == "https" else 80
-        request.headers["Host"] = f"{host}:{parts.port}" if parts.port not in (None, default_port) else host
-        error: Exception | None = None
-        for addr in addresses:  # fall back to the next checked address only if connecting failed
-            request._hookline_address = addr  # type: ignore[attr-defined]
-            try:
-                return super().send(request, **kwargs)
-            except requests.ConnectionError as exc:
-                reason = exc.args[0].reason if exc.args and isinstance(exc.args[0], MaxRetryError) else None
-                if not isinstance(reason, ConnectTimeoutError):  # NewConnectionError is a subclass
-                    raise
-                error = exc
-        assert error is not None
-        raise error
-
-    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: Any,
-                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        addr = getattr(request, "_hookline_address", None)
-        if addr is None:
-            raise DestinationNotAllowed("destination not allowed: not checked before connecting")
-        if host_params["scheme"] == "https":
-            pool_kwargs["server_hostname"] = host_params["host"]
-            pool_kwargs["assert_hostname"] = host_params["host"]
-        host_params["host"] = f"[{addr}]" if ":" in addr else addr
-        return host_params, pool_kwargs

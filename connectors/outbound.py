@@ -4,34 +4,41 @@ resolved address must be public (or allowlisted), and the connection goes to exa
 address that was checked (no DNS rebinding) while Host, TLS SNI and certificate checks keep
 the hostname. Oversized responses fail ("response too large") instead of being truncated:
 a cut JSON body would silently feed garbage to later steps.
+
+The transport is urllib3 itself (a ``PoolManager`` whose pools are keyed by the checked IP
+address); requests are encoded here (``_encode``), the way requests used to encode them.
+urllib3 reads no environment proxies and no ``.netrc``, and keeps no cookies.
 """
 from __future__ import annotations
 
 import json as jsonlib
+import os
 import re
-import socket
 import time
+from base64 import b64encode
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit
 
-import requests
+import urllib3
+from requests.certs import where as default_ca_bundle
 from requests.structures import CaseInsensitiveDict
+from urllib3 import exceptions as u3
+from urllib3.util import make_headers, parse_url
 
 from .base import ConnectorError, PermanentError, RetryableError
 from .destinations import (  # noqa: F401 - re-exported: the client's public surface
     ALLOWLIST_SETTING,
     Allowlist,
     DestinationNotAllowed,
-    PinnedAdapter,
     address_problem,
     check_destination,
     check_scheme,
+    checked_addresses,
 )
 from .redaction import REDACTED, is_secret_header, redact_headers, redact_text, redact_url
 
@@ -202,36 +209,42 @@ def _target(url: str) -> str:
 
 
 def _header_problem(exc: Exception, request: Mapping[str, Any]) -> str:
-    """requests quotes the offending header value, which is usually a pasted credential:
-    name the header when it is not a secret one, never show the value."""
+    """Never show a refused header value, which is usually a pasted credential: name the
+    header when it is not a secret one."""
     if "header name" in str(exc):
         return "invalid request: a header name contains whitespace, a line break or another reserved character"
     bad = [k for k, v in (request.get("headers") or {}).items()
-           if isinstance(v, str) and v != REDACTED and not _VALID_HEADER_VALUE.match(v)]
+           if isinstance(v, str) and v != REDACTED and not _VALID_HEADER_VALUE.fullmatch(v)]
     which = f"the value of header {', '.join(bad)}" if bad else "a header value (a credential, not shown)"
     return (f"invalid request: {which} starts with whitespace, contains a line break or is not text; "
             "check for a pasted line break or space")
 
 
-_VALID_HEADER_VALUE = re.compile(r"^\S[^\r\n]*$|^$")
+# What requests accepted (no leading whitespace, no CR or LF; names without ":"), and no NUL.
+_VALID_HEADER_NAME = re.compile(r"[^:\s\0][^:\r\n\0]*")
+_VALID_HEADER_VALUE = re.compile(r"(?:[^\s\0][^\r\n\0]*)?")
+_VALID_HEADER_VALUE_BYTES = re.compile(rb"(?:[^\s\0][^\r\n\0]*)?")
 
 
 def _network_error(exc: Exception, url: str, timeout: float, request: dict[str, Any]) -> Exception:
     parts = urlsplit(url)
-    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    try:
+        where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    except ValueError:  # a port out of range
+        where = str(parts.hostname)
     safe = _scrubber(url, request)
-    if isinstance(exc, requests.exceptions.InvalidHeader):
+    if isinstance(exc, _InvalidHeader):
         return PermanentError(_header_problem(exc, request), request=request)
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                        requests.exceptions.InvalidSchema)):
+    if isinstance(exc, (ValueError, TypeError)):  # _InvalidRequest, urllib3's LocationValueError, ...
         return PermanentError(f"invalid request: {safe(str(exc))}", request=request)
-    if isinstance(exc, requests.exceptions.ContentDecodingError):
+    if isinstance(exc, u3.DecodeError):
         return PermanentError(f"could not decode the response from {where}: {safe(str(_root_cause(exc)))}",
                               request=request)
-    if isinstance(exc, requests.Timeout) or isinstance(_root_cause(exc), (TimeoutError, socket.timeout)):
-        return RetryableError(f"timed out after {timeout:g} s talking to {where}", request=request)
     cause = _root_cause(exc)
-    if isinstance(exc, requests.exceptions.SSLError):
+    if (isinstance(exc, (u3.ConnectTimeoutError, u3.ReadTimeoutError)) and not isinstance(exc, u3.NewConnectionError)
+            or isinstance(cause, TimeoutError)):  # builtin TimeoutError: socket.timeout, ETIMEDOUT
+        return RetryableError(f"timed out after {timeout:g} s talking to {where}", request=request)
+    if isinstance(exc, u3.SSLError):
         if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "match" in str(cause):
             return PermanentError(f"TLS certificate of {where} could not be verified: {safe(str(cause))}",
                                   request=request)
@@ -243,13 +256,180 @@ def _network_error(exc: Exception, url: str, timeout: float, request: dict[str, 
     return RetryableError(f"network error talking to {where}: {safe(str(cause))}", request=request)
 
 
+# --- request encoding -----------------------------------------------------------------------
+
+class _InvalidRequest(ValueError):
+    """A request that cannot be sent as given (URL, header, body or auth); never sent."""
+
+
+class _InvalidHeader(_InvalidRequest):
+    """The message names the part ("header name"/"header value"), never its content."""
+
+
+_ACCEPT_ENCODING = ", ".join(e.strip() for e in make_headers(accept_encoding=True)["accept-encoding"].split(","))
+_FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One hop's request, encoded: ``url`` as requests' ``PreparedRequest.url`` was
+    (normalised, IDNA host, userinfo and fragment kept), ``target`` the request-line path and
+    query, ``host`` the hostname (lower case, no brackets) and ``port`` the effective port."""
+
+    method: str
+    url: str
+    scheme: str
+    host: str
+    port: int
+    target: str
+    headers: dict[str, Any]
+    body: bytes | None
+    sets_host: bool = False
+
+
+def _pairs(value: Any, what: str) -> str:
+    """Key/value pairs (a mapping or a list of pairs; a list or tuple value repeats the key,
+    None values are left out) as application/x-www-form-urlencoded; text is taken as is."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("ascii")
+    out: list[tuple[Any, Any]] = []
+    try:
+        for key, values in (value.items() if hasattr(value, "items") else value):
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                values = (values,)
+            out.extend((key, v) for v in values if v is not None)
+        return urlencode(out, doseq=True)
+    except (TypeError, ValueError):
+        raise _InvalidRequest(f"{what} must be key/value pairs, not {type(value).__name__}") from None
+
+
+def _encode_url(url: str, params: Any) -> tuple[str, str, str, int, str, str | None]:
+    """(url, scheme, host, port, target, userinfo): ``url`` parsed, percent-encoded where it
+    holds characters a URL may not (urllib3's ``parse_url``, as requests did), with
+    ``params`` appended to its query."""
+    try:
+        parts = parse_url(url)
+    except u3.LocationParseError as exc:
+        raise _InvalidRequest(str(exc)) from None
+    if not parts.scheme:
+        raise _InvalidRequest(f"Invalid URL {url!r}: No scheme supplied. Perhaps you meant https://{url}?")
+    host = parts.host
+    if not host:
+        raise _InvalidRequest(f"Invalid URL {url!r}: No host supplied")
+    if host.startswith(("*", ".")):
+        raise _InvalidRequest("URL has an invalid label.")
+    query = parts.query
+    if params is not None:
+        extra = _pairs(params, "params")
+        if extra:
+            query = f"{query}&{extra}" if query else extra
+    netloc = f"{parts.auth}@{host}" if parts.auth else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    target = f"{parts.path or '/'}?{query}" if query else parts.path or "/"
+    full = f"{parts.scheme}://{netloc}{target}" + (f"#{parts.fragment}" if parts.fragment else "")
+    if isinstance(params, (str, bytes)) and params:  # raw query text: encode it like the URL's own
+        return _encode_url(full, None)
+    scheme = parts.scheme
+    port = parts.port or (443 if scheme == "https" else 80)
+    return full, scheme, host.strip("[]"), port, target, parts.auth
+
+
+def _encode(method: str, url: str, headers: Mapping[Any, Any], params: Any, json: Any, data: Any, auth: Any,
+            defaults: Mapping[str, tuple[str, str]]) -> _Prepared:
+    """Encode one request as requests did: ``defaults`` (lower-case name → (name, value))
+    (already checked) overridden by ``headers`` case-insensitively (None drops a header; each
+    given name and value is checked: :func:`_check_header`); a ``json`` body
+    (unless ``data``); ``data`` as form pairs, text (UTF-8) or bytes; Content-Length (0 for
+    a bodiless method other than GET/HEAD); ``auth`` (user, password) or the URL's userinfo
+    as Basic (UTF-8). No error raised here quotes a header value."""
+    url = url.decode("utf-8") if isinstance(url, bytes) else str(url)
+    url = url.lstrip()
+    scheme = host = target = ""
+    port, userinfo = 0, None
+    if not (":" in url and not url.lower().startswith("http")):  # else check_scheme refuses it
+        url, scheme, host, port, target, userinfo = _encode_url(url, params)
+    merged = dict(defaults)
+    for name, value in headers.items():
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        if value is not None:
+            _check_header(name, value)
+        merged[name.lower()] = (name, value)
+    if any(value is None for _, value in merged.values()):
+        merged = {k: nv for k, nv in merged.items() if nv[1] is not None}
+
+    body: bytes | None = None
+    content_type = None
+    if not data and json is not None:
+        try:
+            body = jsonlib.dumps(json, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise _InvalidRequest(f"the JSON body cannot be encoded: {exc}") from None
+        content_type = "application/json"
+    elif data:
+        if isinstance(data, str):
+            body = data.encode("utf-8")
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            body = bytes(data)
+        else:
+            body = _pairs(data, "data").encode("ascii")
+            content_type = _FORM
+    if body:
+        merged["content-length"] = ("Content-Length", str(len(body)))
+    else:
+        body = None
+        if method not in ("GET", "HEAD") and "content-length" not in merged:
+            merged["content-length"] = ("Content-Length", "0")
+    if content_type and "content-type" not in merged:
+        merged["content-type"] = ("Content-Type", content_type)
+
+    if auth is None and userinfo:
+        user, colon, password = userinfo.partition(":")
+        if colon and (user or password):
+            auth = (unquote(user), unquote(password))
+    if auth:
+        if not isinstance(auth, (tuple, list)) or len(auth) != 2:
+            raise _InvalidRequest(f"auth must be a (user, password) pair, not {type(auth).__name__}")
+        user_b, password_b = (a if isinstance(a, bytes) else str(a).encode("utf-8") for a in auth)
+        merged["authorization"] = ("Authorization", "Basic " + b64encode(user_b + b":" + password_b).decode("ascii"))
+
+    return _Prepared(method, url, scheme, host, port, target, dict(merged.values()), body, "host" in merged)
+
+
+def _check_header(name: Any, value: Any) -> None:
+    """Refuse what requests refused (a name with ":", whitespace first, CR or LF; a value
+    with whitespace first, CR or LF; anything but text) and NUL; never quote the value."""
+    if not isinstance(name, str) or not _VALID_HEADER_NAME.fullmatch(name):
+        raise _InvalidHeader("invalid request: leading whitespace, a reserved character or a line break "
+                             "in a header name")
+    if isinstance(value, str):
+        ok = _VALID_HEADER_VALUE.fullmatch(value)
+    elif isinstance(value, bytes):
+        ok = _VALID_HEADER_VALUE_BYTES.fullmatch(value)
+    else:
+        raise _InvalidHeader(f"invalid request: a header value of type {type(value).__name__} is not text")
+    if not ok:
+        raise _InvalidHeader("invalid request: leading whitespace or a line break in a header value")
+
+
 # --- the client ---------------------------------------------------------------------------
 
+def _discard(resp: urllib3.BaseHTTPResponse) -> None:
+    """Close the response and its connection, and give the pool its slot back."""
+    resp.close()
+    resp.release_conn()
+
+
 class OutboundClient:
-    """Thread-safe: one ``requests.Session`` (environment proxies and .netrc ignored, no
-    cookie jar shared between runs) with a connection pool sized for ``pool_size`` threads.
+    """Thread-safe: one urllib3 ``PoolManager`` (no environment proxies, no .netrc, no
+    cookies) with pools of up to ``pool_size`` kept-alive connections per checked address
+    (more are opened when threads need them, and closed after use, as requests did).
     ``timeout`` is both the connect/read timeout and the deadline for the whole exchange,
-    redirects and body included. ``verify`` is True, False or a CA bundle path."""
+    redirects and body included. ``verify`` is True, False or a CA bundle path (file or
+    directory); True uses requests' bundle (certifi) as before."""
 
     def __init__(self, allowlist: Sequence[str] | str = (), timeout: float = 30.0,
                  max_response_bytes: int = 5 * 1024 * 1024, user_agent: str = "Hookline/0.1",
@@ -257,40 +437,43 @@ class OutboundClient:
         self.allowlist = Allowlist(allowlist)
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
-        self.session = requests.Session()
-        self.session.trust_env = False
-        self.session.verify = verify
-        self.session.headers["User-Agent"] = user_agent
-        self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        adapter = PinnedAdapter(self.allowlist, pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.verify = verify
+        _check_header("User-Agent", user_agent)  # the defaults are checked once, here
+        self._defaults = {"user-agent": ("User-Agent", user_agent),
+                          "accept-encoding": ("Accept-Encoding", _ACCEPT_ENCODING),
+                          "accept": ("Accept", "*/*"), "connection": ("Connection", "keep-alive")}
+        if verify is False:
+            self._tls: dict[str, Any] = {"cert_reqs": "CERT_NONE"}
+        else:
+            bundle = default_ca_bundle() if verify is True else str(verify)
+            self._tls = {"cert_reqs": "CERT_REQUIRED",
+                         "ca_cert_dir" if os.path.isdir(bundle) else "ca_certs": bundle}
+        self.pools = urllib3.PoolManager(num_pools=pool_size, maxsize=pool_size, block=False)
 
     def close(self) -> None:
-        self.session.close()
+        self.pools.clear()
 
     def describe_request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                          params: Any = None, json: Any = None, data: Any = None, auth: Any = None,
                          secret_names: Iterable[str] = (), secret_url: bool = False) -> dict[str, Any]:
-        """Redacted summary of the request as it would be sent (session headers included)."""
+        """Redacted summary of the request as it would be sent (default headers included)."""
         prep = self._prepare(method.upper(), url, dict(headers or {}), params, json, data, auth)
         return self._describe(prep, method, url, headers, json, data, tuple(secret_names), secret_url)
 
     def _prepare(self, method: str, url: str, headers: dict[str, str], params: Any, json: Any, data: Any,
-                 auth: Any) -> requests.PreparedRequest | None:
+                 auth: Any) -> _Prepared | None:
         try:
-            return self.session.prepare_request(requests.Request(
-                method, url, headers=headers, params=params, json=json, data=data, auth=auth))
-        except (requests.RequestException, ValueError, TypeError):  # described anyway; sending fails clearly
+            return _encode(method, url, headers, params, json, data, auth, self._defaults)
+        except (ValueError, TypeError):  # described anyway; sending fails clearly
             return None
 
-    def _describe(self, prep: requests.PreparedRequest | None, method: str, url: str,
+    def _describe(self, prep: _Prepared | None, method: str, url: str,
                   headers: Mapping[str, str] | None, json: Any, data: Any, names: tuple[str, ...],
                   secret_url: bool) -> dict[str, Any]:
         if prep is not None:
-            url, sent = prep.url or url, dict(prep.headers)
+            url, sent = prep.url, prep.headers
         else:
-            sent = {**self.session.headers, **(headers or {})}
+            sent = {**dict(self._defaults.values()), **(headers or {})}
         out: dict[str, Any] = {"method": method.upper(), "url": redact_url(url, names, secret_path=secret_url),
                                "headers": redact_headers(sent, names)}
         body = _body_summary(json, data)
@@ -308,57 +491,83 @@ class OutboundClient:
         deadline = started + self.timeout
         names = tuple(secret_names)
         method, hdrs = method.upper(), dict(headers or {})
-        prep = self._prepare(method, url, hdrs, params, json, data, auth)  # prepared once: sent and described
+        prep = self._prepare(method, url, hdrs, params, json, data, auth)  # encoded once: sent and described
         summary = self._describe(prep, method, url, headers, json, data, names, secret_url)
         for _hop in range(MAX_REDIRECTS + 1):
             check_scheme(url)
-            raw = self._send(method, url, hdrs, params, json, data, auth, deadline, summary, prep)
-            prep = None
-            location = raw.headers.get("Location") if raw.status_code in _REDIRECTS else None
+            if prep is None:
+                try:
+                    prep = _encode(method, url, hdrs, params, json, data, auth, self._defaults)
+                except (ValueError, TypeError) as exc:
+                    raise _network_error(exc, url, self.timeout, summary) from exc
+            raw = self._send(prep, url, deadline, summary)
+            status = raw.status
+            location = raw.headers.get("Location") if status in _REDIRECTS else None
             if not location:
-                body = self._read_body(raw, deadline, summary)
-                return OutboundResponse(raw.status_code, raw.headers, body, raw.url,
+                body = self._read_body(raw, prep, url, deadline, summary)
+                return OutboundResponse(status, CaseInsensitiveDict(raw.headers.itermerged()), body, prep.url,
                                         int((time.monotonic() - started) * 1000), summary)
-            raw.close()
-            next_url = urljoin(raw.url, location)
-            if raw.status_code == 303 and method != "HEAD" or raw.status_code in (301, 302) and method == "POST":
+            _discard(raw)
+            next_url = urljoin(prep.url, location)
+            if status == 303 and method != "HEAD" or status in (301, 302) and method == "POST":
                 method, json, data = "GET", None, None
                 hdrs = {k: v for k, v in hdrs.items() if k.lower() not in ("content-type", "content-length")}
             if _origin_changes(url, next_url):
                 hdrs = {k: v for k, v in hdrs.items() if not is_secret_header(k, names)}
                 auth = None
-            url, params = next_url, None
+            url, params, prep = next_url, None, None
         raise PermanentError(f"too many redirects (more than {MAX_REDIRECTS})", request=summary)
 
-    def _send(self, method: str, url: str, headers: dict[str, str], params: Any, json: Any, data: Any,
-              auth: Any, deadline: float, summary: dict[str, Any],
-              prep: requests.PreparedRequest | None = None) -> requests.Response:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise RetryableError(f"timed out after {self.timeout:g} s", request=summary)
+    def _send(self, prep: _Prepared, url: str, deadline: float, summary: dict[str, Any]) -> urllib3.BaseHTTPResponse:
+        """Check the destination, then send to the first checked address that accepts the
+        connection (the next one only when connecting failed: nothing was sent)."""
         try:
-            if prep is None:
-                prep = self.session.prepare_request(requests.Request(
-                    method, url, headers=headers, params=params, json=json, data=data, auth=auth))
-            return self.session.send(prep, stream=True, timeout=(left, left), allow_redirects=False)
-        except ConnectorError as exc:  # the adapter's destination check
+            addresses = checked_addresses(prep.host, prep.port, self.allowlist, prep.url)
+        except ConnectorError as exc:
             exc.request = exc.request or summary
             raise
-        except requests.RequestException as exc:
-            raise _network_error(exc, url, self.timeout, summary) from exc
+        host = f"[{prep.host}]" if ":" in prep.host else prep.host
+        if prep.port != (443 if prep.scheme == "https" else 80):
+            host = f"{host}:{prep.port}"
+        sent = prep.headers
+        if prep.sets_host:  # the Host header names what the URL names, whatever was given
+            sent = {k: v for k, v in sent.items() if k.lower() != "host"}
+        headers = {"Host": host, **sent}
+        error: Exception | None = None
+        for addr in addresses:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RetryableError(f"timed out after {self.timeout:g} s", request=summary)
+            try:
+                return self._pool(prep, addr).urlopen(
+                    prep.method, prep.target, body=prep.body, headers=headers, retries=False, redirect=False,
+                    assert_same_host=False, preload_content=False, decode_content=True, timeout=left)
+            except u3.ConnectTimeoutError as exc:  # NewConnectionError too: try the next checked address
+                error = exc
+            except (u3.HTTPError, OSError, ValueError) as exc:
+                raise _network_error(exc, url, self.timeout, summary) from exc
+        assert error is not None
+        raise _network_error(error, url, self.timeout, summary) from error
 
-    def _read_body(self, raw: requests.Response, deadline: float, summary: dict[str, Any]) -> bytes:
+    def _pool(self, prep: _Prepared, addr: str) -> urllib3.HTTPConnectionPool:
+        """The pool for exactly ``addr``; for https, SNI and the certificate check use the
+        hostname."""
+        host = f"[{addr}]" if ":" in addr else addr
+        if prep.scheme == "https":
+            kwargs = {**self._tls, "server_hostname": prep.host, "assert_hostname": prep.host}
+            return self.pools.connection_from_host(host, prep.port, "https", pool_kwargs=kwargs)
+        return self.pools.connection_from_host(host, prep.port, "http")
+
+    def _read_body(self, raw: urllib3.BaseHTTPResponse, prep: _Prepared, url: str, deadline: float,
+                   summary: dict[str, Any]) -> bytes:
         """Stream the body, shrinking the socket timeout to what is left of the deadline
         before every read, so a server trickling bytes cannot hold a worker past it."""
         cap = self.max_response_bytes
-        too_large = PermanentError(
-            f"response too large: more than {cap} bytes from {urlsplit(raw.url).hostname}",
-            request=summary, response={"status": raw.status_code, "headers": dict(raw.headers)})
         declared = raw.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
-            raw.close()
-            raise too_large
-        read = getattr(raw.raw, "read1", raw.raw.read)
+            _discard(raw)
+            raise self._too_large(raw, prep, summary)
+        plain = "content-encoding" not in raw.headers
         chunks: list[bytes] = []
         size = 0
         try:
@@ -367,25 +576,31 @@ class OutboundClient:
                 if left <= 0:
                     raise RetryableError(f"timed out after {self.timeout:g} s reading the response",
                                          request=summary)
-                sock = getattr(getattr(raw.raw, "connection", None), "sock", None)
+                sock = getattr(raw.connection, "sock", None)
                 if sock is not None:
                     sock.settimeout(left)
-                chunk = read(65536, decode_content=True)
+                chunk = raw.read1(65536, decode_content=True)
                 if not chunk:
                     break
                 size += len(chunk)
                 if size > cap:
-                    raise too_large
+                    raise self._too_large(raw, prep, summary)
                 chunks.append(chunk)
+                if plain and raw.length_remaining == 0:  # all of a Content-Length body: already released
+                    break
         except (RetryableError, PermanentError):
-            raw.close()
+            _discard(raw)
             raise
         except Exception as exc:  # urllib3 timeouts, protocol and decoding errors
-            raw.close()
-            wrapped = requests.exceptions.ContentDecodingError(exc) if "Decod" in type(exc).__name__ else exc
-            raise _network_error(wrapped, raw.url, self.timeout, summary) from exc
-        raw.raw.release_conn()
-        return b"".join(chunks)
+            _discard(raw)
+            raise _network_error(exc, url, self.timeout, summary) from exc
+        raw.release_conn()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_large(self, raw: urllib3.BaseHTTPResponse, prep: _Prepared, summary: dict[str, Any]) -> PermanentError:
+        return PermanentError(f"response too large: more than {self.max_response_bytes} bytes from {prep.host}",
+                              request=summary, response={"status": raw.status,
+                                                         "headers": dict(raw.headers.itermerged())})
 
 
 def _origin_changes(old: str, new: str) -> bool:

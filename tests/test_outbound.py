@@ -1,11 +1,17 @@
 """The shared outbound HTTP client, against real servers on 127.0.0.0/8."""
 from __future__ import annotations
 
+import base64
 import gzip
 import socket
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import pytest
 
@@ -329,3 +335,194 @@ def test_request_summary_is_redacted(client: OutboundClient) -> None:
     assert basic["headers"]["Authorization"] == "[redacted]"
     slack = client.describe_request("POST", "https://hooks.slack.com/services/T/B/X", secret_url=True)
     assert slack["url"] == "https://hooks.slack.com/[redacted]"
+
+
+# --- the transport: urllib3 directly, encoding and connection handling as before ------------
+
+def test_environment_proxies_and_netrc_are_ignored(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login alice password from-netrc\ndefault login bob password any\n")
+    netrc.chmod(0o600)
+    with HttpSink() as proxy, HttpSink() as sink:
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.setenv("NETRC", str(netrc))
+        monkeypatch.setenv("HOME", str(tmp_path))
+        assert OutboundClient(allowlist=LOCAL, timeout=2).request("GET", sink.url + "/direct").status == 200
+        [req] = sink.wait_for(1)
+    assert proxy.requests == []
+    assert req.path == "/direct" and "Authorization" not in req.headers and "Proxy-Authorization" not in req.headers
+
+
+def test_request_encoding(client: OutboundClient) -> None:
+    """What requests sent, byte for byte (Host aside): default headers, params, bodies,
+    Content-Length and Content-Type, Basic auth in UTF-8."""
+    with HttpSink() as sink:
+        client.request("GET", sink.url + "/p?fixed=1", params={"q": "a b", "n": 2, "tag": ["x", "y"], "none": None})
+        client.request("POST", sink.url + "/form", data={"a": "1", "b": "x y", "c": ["1", "2"], "d": None})
+        client.request("POST", sink.url + "/pairs", data=[("k", "v&w"), ("k", "ü")])
+        client.request("POST", sink.url + "/text", data="héllo")
+        client.request("POST", sink.url + "/json", json={"u": "é", "l": [1, 2]}, headers={"content-type": "x/y+json"})
+        client.request("DELETE", sink.url + "/gone")
+        client.request("GET", sink.url + "/auth", auth=("ålice", "pâss€"), headers={"Accept-Encoding": None})
+        p, form, pairs, text, js, gone, auth = sink.wait_for(7)
+    assert p.query == {"fixed": ["1"], "q": ["a b"], "n": ["2"], "tag": ["x", "y"]}
+    assert "Content-Length" not in p.headers and p.body == b""
+    assert p.headers["User-Agent"] == "Hookline/0.1" and p.headers["Accept"] == "*/*"
+    assert p.headers["Accept-Encoding"].startswith("gzip, deflate") and p.headers["Connection"] == "keep-alive"
+    assert form.body == b"a=1&b=x+y&c=1&c=2" and form.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert pairs.body == b"k=v%26w&k=%C3%BC" and form.headers["Content-Length"] == str(len(form.body))
+    assert text.body == "héllo".encode() and "Content-Type" not in text.headers
+    assert js.body == b'{"u": "\\u00e9", "l": [1, 2]}' and js.headers["content-type"] == "x/y+json"
+    assert gone.method == "DELETE" and gone.headers["Content-Length"] == "0"
+    assert auth.headers["Authorization"] == "Basic " + base64.b64encode("ålice:pâss€".encode()).decode()
+    assert auth.headers["Accept-Encoding"] == "identity"  # dropped by the caller: http.client's default
+
+
+def test_url_credentials_become_basic_auth_and_urls_are_normalised(client: OutboundClient) -> None:
+    with HttpSink() as sink:
+        base = sink.url.replace("http://", "http://bob:s%40cret@")
+        resp = client.request("GET", base + "/a b/ü?q=ä x#frag")
+        [req] = sink.wait_for(1)
+    assert req.headers["Authorization"] == "Basic " + base64.b64encode(b"bob:s@cret").decode()
+    assert req.path == "/a%20b/%C3%BC" and req.query == {"q": ["ä x"]}
+    assert resp.url == base + "/a%20b/%C3%BC?q=%C3%A4%20x#frag"
+    assert resp.request["url"].startswith("http://[redacted]@127.0.0.1:")
+
+
+@pytest.mark.parametrize("headers", [{"X-Token": "a\0b"}, {"X\0Name": "v"}, {"X-Bad\r\nName": "v"}, {"X:Y": "v"}])
+def test_header_names_and_values_with_reserved_characters_are_refused(headers: dict[str, str]) -> None:
+    with HttpSink() as sink, pytest.raises(PermanentError, match="^invalid request: .*header"):
+        OutboundClient(allowlist=LOCAL, timeout=2).request("GET", sink.url, headers=headers)
+    assert sink.requests == []
+
+
+def test_json_that_is_not_json_is_refused_before_sending(client: OutboundClient) -> None:
+    with HttpSink() as sink, pytest.raises(PermanentError, match="^invalid request: the JSON body"):
+        client.request("POST", sink.url, json={"x": float("nan")})
+    assert sink.requests == []
+
+
+def test_describe_request_shows_what_would_be_sent(client: OutboundClient) -> None:
+    summary = client.describe_request("POST", "https://api.example.com/v1", json={"a": 1},
+                                      headers={"X-Trace": "t", "Accept-Encoding": None})
+    assert summary["headers"] == {"User-Agent": "Hookline/0.1", "Accept": "*/*", "Connection": "keep-alive",
+                                  "X-Trace": "t", "Content-Length": "8", "Content-Type": "application/json"}
+
+
+def test_response_headers_are_case_insensitive_and_repeats_joined(client: OutboundClient) -> None:
+    def respond(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Multi: a\r\nx-multi: b\r\nSet-Cookie: s=1\r\nSet-Cookie: t=2\r\n"
+                     b"Content-Length: 2\r\n\r\nok")
+    with RawHttp(respond) as server:
+        resp = client.request("GET", server.url)
+    assert resp.headers["x-MULTI"] == "a, b" and resp.headers["set-cookie"] == "s=1, t=2"
+    assert resp.body == b"ok"
+
+
+def test_keep_alive_connections_are_reused_and_released(client: OutboundClient) -> None:
+    with HttpSink() as sink:
+        connections = []
+        handler = sink.server.RequestHandlerClass
+        setup = handler.setup
+
+        def counting_setup(self: object) -> None:
+            connections.append(1)
+            setup(self)  # type: ignore[arg-type]
+        handler.setup = counting_setup  # type: ignore[method-assign]
+        for _ in range(5):
+            assert client.request("POST", sink.url, json={"n": 1}).body == b"ok"
+        sink.responder = lambda r: Reply(200, b"z" * 70_000)  # more than one read
+        assert len(client.request("GET", sink.url).body) == 70_000
+        sink.responder = lambda r: Reply(200, gzip.compress(b"y" * 1000), headers={"Content-Encoding": "gzip"})
+        assert client.request("GET", sink.url).body == b"y" * 1000
+        sink.responder = lambda r: Reply(404, "nope")
+        assert client.request("GET", sink.url).status == 404
+        sink.wait_for(8)
+    assert len(connections) == 1
+
+
+def test_connection_failure_falls_back_to_the_next_checked_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+
+    def fake(host: str, port: object, *args: object, **kwargs: object) -> list:
+        if host == "two.test":  # 127.0.0.2 first: nothing listens there
+            return [*real("127.0.0.2", port, *args, **kwargs), *real("127.0.0.1", port, *args, **kwargs)]
+        return real(host, port, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    with HttpSink() as sink:
+        assert OutboundClient(allowlist=["127.0.0.0/8"], timeout=2).request(
+            "GET", f"http://two.test:{sink.port}/x").status == 200
+        [req] = sink.wait_for(1)
+    assert req.headers["Host"] == f"two.test:{sink.port}"
+
+
+def test_ipv6_destination_host_header() -> None:
+    class V6(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            body = self.headers["Host"].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+    try:
+        server = V6(("::1", 0), Handler)
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        resp = OutboundClient(allowlist=["::1/128"], timeout=2).request("GET", f"http://[::1]:{port}/")
+        assert resp.text == f"[::1]:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_one_client_shared_by_many_threads() -> None:
+    client = OutboundClient(allowlist=LOCAL, timeout=5, pool_size=4)
+    with HttpSink(lambda r: Reply(200, {"n": r.json()["n"]})) as sink:
+        def work(n: int) -> int:
+            return client.request("POST", sink.url, json={"n": n}).json()["n"]
+        with ThreadPoolExecutor(16) as pool:
+            assert sorted(pool.map(work, range(160))) == list(range(160))
+        assert len(sink.wait_for(160)) == 160
+    client.close()
+
+
+class RawHttp:
+    """A one-connection-at-a-time TCP server answering with ``respond(conn)``."""
+
+    def __init__(self, respond: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.respond = respond
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.respond(conn)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
