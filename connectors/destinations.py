@@ -76,7 +76,10 @@ class Allowlist:
 
 
 def check_scheme(url: str) -> None:
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # "http://[::1/x": an unclosed IPv6 literal
+        raise PermanentError(f"invalid URL {redact_url(url)!r}: {exc}") from None
     if scheme not in ("http", "https"):
         raise DestinationNotAllowed(
             f"destination not allowed: only http and https URLs may be called, not {scheme or 'no scheme'!r}")

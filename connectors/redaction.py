@@ -37,8 +37,14 @@ def redact_headers(headers: Mapping[str, str], secret_names: Iterable[str] = ())
 
 def redact_url(url: str, secret_names: Iterable[str] = (), *, secret_path: bool = False) -> str:
     """``url`` without passwords and secret-looking query values (or without its path and
-    query at all when ``secret_path``: a Slack webhook URL is itself the credential)."""
-    parts = urlsplit(url)
+    query at all when ``secret_path``: a Slack webhook URL is itself the credential). A URL
+    too broken to split is shown as scheme and host only, through the free-text rules."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[::1/x": say what it was without what it carried
+        head = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        return redact_text(f"{scheme}://{head}/{REDACTED}" if scheme else REDACTED)
     netloc = parts.netloc.rsplit("@", 1)[-1]
     netloc = f"{REDACTED}@{netloc}" if "@" in parts.netloc else netloc
     if secret_path:

@@ -320,9 +320,19 @@ def test_redact_headers() -> None:
      "https://h/?access_token=[redacted]&secret=[redacted]&password=[redacted]&signature=[redacted]&page=2"),
     ("https://user:pw@h/x", "https://[redacted]@h/x"),
     ("https://h/x", "https://h/x"),
+    ("http://[::1/x?api_key=s3cret", "http://[::1/[redacted]"),  # too broken to split
+    ("http://u:s3cret@[::1/x", "http://[redacted]@[::1/[redacted]"),
 ])
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://[::1/x?api_key=s3cret", "http://[::1]x/y?api_key=s3cret"])
+def test_broken_urls_fail_the_step_without_echoing_secrets(client: OutboundClient, url: str) -> None:
+    with pytest.raises(PermanentError) as info:
+        client.request("GET", url)
+    assert "invalid" in info.value.message and "s3cret" not in info.value.message
+    assert "s3cret" not in repr(info.value.request)
 
 
 def test_request_summary_is_redacted(client: OutboundClient) -> None:
