@@ -9,6 +9,8 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlsplit
 
 from .base import PermanentError, RetryableError
@@ -101,11 +103,38 @@ def check_destination(url: str, allowlist: Allowlist | Iterable[str] = ()) -> li
     return checked_addresses(host, port, allow, url)
 
 
-def checked_addresses(host: str, port: int, allow: Allowlist, url: str) -> list[str]:
-    """:func:`check_destination` for a URL already split: ``host`` without brackets, the
-    effective ``port``; ``url`` is only quoted (redacted) in errors."""
+# The resolver blocks and takes no timeout of its own: names are resolved on these threads
+# so the caller can stop waiting at its deadline (a stuck lookup holds one of them, never
+# the caller; when all are stuck, further lookups wait in line and time out too).
+_RESOLVERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hookline-resolver")
+
+
+def _is_ip_literal(host: str) -> bool:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve(host: str, port: int, timeout: float | None) -> list[tuple]:
+    if timeout is None or _is_ip_literal(host):  # an address literal needs no lookup
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    future = _RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        return future.result(timeout=max(timeout, 0.0))
+    except FutureTimeout:
+        future.cancel()
+        raise RetryableError(f"timed out after {timeout:g} s resolving host {host!r}") from None
+
+
+def checked_addresses(host: str, port: int, allow: Allowlist, url: str,
+                      timeout: float | None = None) -> list[str]:
+    """:func:`check_destination` for a URL already split: ``host`` without brackets, the
+    effective ``port``; ``url`` is only quoted (redacted) in errors. ``timeout`` bounds the
+    DNS lookup (None: as long as the system resolver takes)."""
+    try:
+        infos = _resolve(host, port, timeout)
     except ValueError as exc:  # UnicodeError included: an empty or overlong label
         raise PermanentError(f"invalid URL {redact_url(url)!r}: {exc}") from None
     except socket.gaierror as exc:

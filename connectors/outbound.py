@@ -522,7 +522,8 @@ class OutboundClient:
         """Check the destination, then send to the first checked address that accepts the
         connection (the next one only when connecting failed: nothing was sent)."""
         try:
-            addresses = checked_addresses(prep.host, prep.port, self.allowlist, prep.url)
+            addresses = checked_addresses(prep.host, prep.port, self.allowlist, prep.url,
+                                          timeout=deadline - time.monotonic())
         except ConnectorError as exc:
             exc.request = exc.request or summary
             raise

@@ -536,3 +536,23 @@ class RawHttp:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def test_a_hanging_dns_lookup_is_bounded_by_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+    release = threading.Event()
+
+    def stuck_resolver(host: str, *args: object, **kwargs: object) -> object:
+        if host == "stuck.example":
+            release.wait(10)  # a resolver that does not answer
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck_resolver)
+    client = OutboundClient(timeout=0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RetryableError, match="timed out after 0.[23]\\d* s resolving host 'stuck.example'"):
+            client.request("GET", "https://stuck.example/x")
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
