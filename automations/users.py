@@ -5,6 +5,7 @@ Passwords are hashed with werkzeug's ``generate_password_hash`` (scrypt); an unk
 still costs one hash check so response times do not tell which accounts exist."""
 from __future__ import annotations
 
+import functools
 import re
 
 from sqlalchemy import func, select
@@ -17,7 +18,13 @@ from .models import User
 ROLES = ("viewer", "editor", "admin")  # each role may do everything the ones before it may
 MIN_PASSWORD = 10
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_DUMMY_HASH = generate_password_hash("hookline-dummy-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Made on first use, not at import: scrypt needs 32 MiB, which every process (the
+    worker, each CLI command) would otherwise pay at start-up."""
+    return generate_password_hash("hookline-dummy-password")
 
 
 class UserInvalid(ValueError):
@@ -63,7 +70,7 @@ def create_user(session: Session, email: str, password: str, role: str = "viewer
 def authenticate(session: Session, email: str, password: str) -> User | None:
     user = session.scalar(select(User).where(User.email == normalize_email(email)))
     if user is None:
-        check_password_hash(_DUMMY_HASH, password or "")
+        check_password_hash(_dummy_hash(), password or "")
         return None
     if not check_password_hash(user.password_hash, password or ""):
         return None
