@@ -5,6 +5,7 @@ Used by connector tests (each vendor contract is a ``responder``) and end-to-end
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import sys
 import threading
@@ -142,3 +143,44 @@ class HttpSink:
                     raise AssertionError(f"sink got {len(self.requests)} requests, expected {count}")
                 self._cond.wait(left)
             return list(self.requests)
+
+
+class RawTcpServer:
+    """A TCP server on 127.0.0.1 for receivers no HTTP server would be: it hands each
+    connection, with the first bytes the client sent, to ``behaviour(conn, head)`` (reset it,
+    echo the request line, answer raw bytes, hang...). Connections the behaviour leaves open
+    stay open until :meth:`close`."""
+
+    def __init__(self, behaviour: Callable[[socket.socket, bytes], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.behaviour = behaviour
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.settimeout(5)
+            try:
+                self.behaviour(conn, conn.recv(65536))
+            except OSError:
+                pass
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -15,7 +15,6 @@ import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +37,7 @@ from connectors.redaction import redact_text
 from connectors.slack import ACTIONS as SLACK_ACTIONS
 from tests.conftest import make_app
 from tests.live import LiveServer, make_live_app
-from tests.sinks import HttpSink, Reply
+from tests.sinks import HttpSink, RawTcpServer, Reply
 from tests.smtp_server import SmtpServer
 from tests.test_crash_recovery import HOOKLINE, ROOT, free_port
 from tests.test_e2e import wait_run
@@ -235,38 +234,6 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-class RawServer:
-    """A TCP server on 127.0.0.1 answering every connection with ``behaviour(conn, head)``."""
-
-    def __init__(self, behaviour: Callable[[socket.socket, bytes], None]) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.behaviour = behaviour
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.settimeout(5)
-            try:
-                head = conn.recv(65536)
-                self.behaviour(conn, head)
-            except OSError:
-                pass
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
 def _reset(conn: socket.socket, head: bytes) -> None:
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
@@ -290,7 +257,7 @@ def _partial_then_reset(conn: socket.socket, head: bytes) -> None:
 
 
 def _hang(conn: socket.socket, head: bytes) -> None:
-    pass  # kept open by RawServer until close()
+    """Read the request, answer nothing: the connection stays open until the server closes."""
 
 
 BEHAVIOURS = {"reset": _reset, "close": _close, "echo": _echo, "partial": _partial_then_reset, "hang": _hang}
@@ -301,7 +268,7 @@ def destination(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "closed":
         yield f"127.0.0.1:{closed_port()}"
         return
-    server = RawServer(BEHAVIOURS[request.param])
+    server = RawTcpServer(BEHAVIOURS[request.param])
     try:
         yield f"127.0.0.1:{server.port}"
     finally:
@@ -438,7 +405,7 @@ def _history(live: LiveServer, run_id: int) -> str:
 
 
 def test_stored_errors_hide_a_query_key_the_receiver_echoed(live: LiveServer, logs: pytest.LogCaptureFixture) -> None:
-    server = RawServer(_echo)
+    server = RawTcpServer(_echo)
     try:
         conn = _connection(live, "partner", "http_auth",
                            {"scheme": "api_key_query", "key_name": "pk", "key_value": SECRET})

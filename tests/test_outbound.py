@@ -6,12 +6,10 @@ import gzip
 import socket
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
 
 import pytest
 
@@ -26,7 +24,7 @@ from connectors.outbound import (
     redact_headers,
     redact_url,
 )
-from tests.sinks import HttpSink, Received, Reply
+from tests.sinks import HttpSink, RawTcpServer, Received, Reply
 from tests.smtp_server import SelfSignedCert
 
 LOCAL = ["127.0.0.0/8", "::1/128", "localhost"]
@@ -423,11 +421,10 @@ def test_describe_request_shows_what_would_be_sent(client: OutboundClient) -> No
 
 
 def test_response_headers_are_case_insensitive_and_repeats_joined(client: OutboundClient) -> None:
-    def respond(conn: socket.socket) -> None:
-        conn.recv(65536)
+    def respond(conn: socket.socket, head: bytes) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nX-Multi: a\r\nx-multi: b\r\nSet-Cookie: s=1\r\nSet-Cookie: t=2\r\n"
                      b"Content-Length: 2\r\n\r\nok")
-    with RawHttp(respond) as server:
+    with RawTcpServer(respond) as server:
         resp = client.request("GET", server.url)
     assert resp.headers["x-MULTI"] == "a, b" and resp.headers["set-cookie"] == "s=1, t=2"
     assert resp.body == b"ok"
@@ -509,33 +506,6 @@ def test_one_client_shared_by_many_threads() -> None:
             assert sorted(pool.map(work, range(160))) == list(range(160))
         assert len(sink.wait_for(160)) == 160
     client.close()
-
-
-class RawHttp:
-    """A one-connection-at-a-time TCP server answering with ``respond(conn)``."""
-
-    def __init__(self, respond: Callable[[socket.socket], None]) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
-        self.respond = respond
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                self.respond(conn)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
 
 
 def test_a_hanging_dns_lookup_is_bounded_by_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
