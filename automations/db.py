@@ -2,14 +2,19 @@
 
 SQLite (the embedded default) runs in WAL mode and every transaction starts with
 ``BEGIN IMMEDIATE``: a transaction that reads and then writes can never fail half-way with
-``SQLITE_BUSY_SNAPSHOT``. Writers inside one process queue on a lock instead of spinning in
-SQLite's busy handler (which sleeps in steps of up to 100 ms and ruins tail latency);
-writers in other processes still wait on ``busy_timeout``.
+``SQLITE_BUSY_SNAPSHOT``. Writers queue for a :class:`WriterSlot` instead of spinning in
+SQLite's busy handler (which sleeps in steps of up to 100 ms and ruins tail latency): a lock
+for the threads of this process, and an advisory file lock next to the database for the
+other processes (``serve --no-worker`` beside ``worker``s). SQLite stays the arbiter; the
+slot only makes writers wait their turn promptly. ``busy_timeout`` remains the fallback.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,12 +42,58 @@ def engine_options(url: str, pool_size: int = 20) -> dict[str, Any]:
     return {"pool_size": pool_size, "max_overflow": 20, "pool_pre_ping": True}
 
 
+class WriterSlot:
+    """The right to write to one SQLite file. ``acquire`` takes this process's thread lock,
+    then an exclusive ``flock`` on ``<database>.writer-lock`` (opened per transaction and
+    closed on release, so a killed process never leaves it held)."""
+
+    def __init__(self, database: str | None) -> None:
+        self._lock = threading.Lock()
+        self._path = f"{database}.writer-lock" if _is_file(database) else None
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        if self._path is None:
+            return True
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:  # a read-only folder: fall back to SQLite's busy handler
+            return True
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    self._lock.release()
+                    return False
+                time.sleep(pause)  # another process writes: its transactions are short
+                pause = min(pause * 2, 0.002)
+                continue
+            self._fd = fd
+            return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
+        self._lock.release()
+
+
+def _is_file(database: str | None) -> bool:
+    return bool(database) and database != ":memory:" and not str(database).startswith("file:")
+
+
 def configure_engine(engine: Engine) -> Engine:
     """Install SQLite pragmas and transaction handling. Idempotent; no-op elsewhere."""
     if not is_sqlite(engine) or getattr(engine.dialect, "_hookline_configured", False):
         return engine
     engine.dialect._hookline_configured = True  # type: ignore[attr-defined]
-    write_lock = threading.Lock()
+    write_lock = WriterSlot(engine.url.database)
     holders: dict[int, int] = {}  # id() of the DBAPI connection holding write_lock → thread id
 
     def release(conn: Any) -> None:
@@ -67,7 +118,7 @@ def configure_engine(engine: Engine) -> Engine:
             # deadlock. Let SQLite's busy timeout turn it into an error instead.
             dbapi_conn.execute("BEGIN IMMEDIATE")
             return
-        if not write_lock.acquire(timeout=LOCK_TIMEOUT):
+        if not write_lock.acquire(LOCK_TIMEOUT):
             raise sqlite3.OperationalError(f"database is locked (no writer slot after {LOCK_TIMEOUT:.0f} s)")
         holders[id(dbapi_conn)] = threading.get_ident()
         try:

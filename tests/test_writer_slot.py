@@ -1,0 +1,78 @@
+"""The SQLite writer slot: writers in other processes queue on a file lock next to the
+database instead of sleeping in SQLite's busy handler, and a dead holder never blocks."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from automations.db import WriterSlot
+
+HOLDER = textwrap.dedent("""
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+""")
+
+
+def hold_in_another_process(lock_file: Path, seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_file), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_writer_waits_for_another_process_and_goes_as_soon_as_it_is_done(tmp_path: Path) -> None:
+    db = tmp_path / "hookline.db"
+    holder = hold_in_another_process(Path(f"{db}.writer-lock"), 0.4)
+    slot = WriterSlot(str(db))
+    started = time.monotonic()
+    assert slot.acquire(timeout=10)
+    waited = time.monotonic() - started
+    slot.release()
+    holder.wait(5)
+    assert 0.2 <= waited < 2  # it waited for the holder, then went without a long sleep
+
+
+def test_a_writer_gives_up_at_its_timeout(tmp_path: Path) -> None:
+    db = tmp_path / "hookline.db"
+    holder = hold_in_another_process(Path(f"{db}.writer-lock"), 30)
+    try:
+        slot = WriterSlot(str(db))
+        assert slot.acquire(timeout=0.2) is False
+        assert slot.acquire(timeout=0.2) is False  # the thread lock was given back
+    finally:
+        holder.kill()
+        holder.wait(5)
+
+
+def test_a_killed_holder_never_blocks_the_others(tmp_path: Path) -> None:
+    db = tmp_path / "hookline.db"
+    holder = hold_in_another_process(Path(f"{db}.writer-lock"), 30)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(5)
+    slot = WriterSlot(str(db))
+    assert slot.acquire(timeout=1)
+    slot.release()
+
+
+def test_two_slots_on_one_file_exclude_each_other(tmp_path: Path) -> None:
+    first, second = WriterSlot(str(tmp_path / "x.db")), WriterSlot(str(tmp_path / "x.db"))
+    assert first.acquire(timeout=1)
+    assert second.acquire(timeout=0.1) is False
+    first.release()
+    assert second.acquire(timeout=1)
+    second.release()
+
+
+def test_in_memory_databases_need_no_file(tmp_path: Path) -> None:
+    slot = WriterSlot(":memory:")
+    assert slot.acquire(timeout=1)
+    slot.release()
+    assert list(tmp_path.iterdir()) == []
