@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -45,12 +46,16 @@ def engine_options(url: str, pool_size: int = 20) -> dict[str, Any]:
 class WriterSlot:
     """The right to write to one SQLite file. ``acquire`` takes this process's thread lock,
     then an exclusive ``flock`` on ``<database>.writer-lock`` (opened per transaction and
-    closed on release, so a killed process never leaves it held)."""
+    closed on release, so a killed process never leaves it held). When another process holds
+    it, a helper thread blocks in ``flock`` so the kernel wakes us the moment it is free
+    (polling would add up to its interval to every hand-over), while the caller waits no
+    longer than its timeout."""
 
     def __init__(self, database: str | None) -> None:
         self._lock = threading.Lock()
         self._path = f"{database}.writer-lock" if _is_file(database) else None
         self._fd: int | None = None
+        self._waits: queue.SimpleQueue[_FlockWait] | None = None
 
     def acquire(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -60,28 +65,59 @@ class WriterSlot:
             return True
         try:
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:  # a read-only folder: fall back to SQLite's busy handler
+        except OSError:  # a read-only folder: SQLite's busy handler still arbitrates
             return True
-        pause = 0.0002
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    self._lock.release()
-                    return False
-                time.sleep(pause)  # another process writes: its transactions are short
-                pause = min(pause * 2, 0.002)
-                continue
-            self._fd = fd
-            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not self._wait(fd, deadline - time.monotonic()):
+                self._lock.release()
+                return False
+        self._fd = fd
+        return True
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # closing drops the flock
         self._lock.release()
+
+    def _wait(self, fd: int, timeout: float) -> bool:
+        if self._waits is None:
+            self._waits = queue.SimpleQueue()
+            threading.Thread(target=_flock_waiter, args=(self._waits,), name="hookline-writer-lock",
+                             daemon=True).start()
+        wait = _FlockWait(fd)
+        self._waits.put(wait)
+        if wait.done.wait(max(timeout, 0.0)):
+            return True
+        with wait.guard:
+            if wait.done.is_set():  # got it just as we gave up
+                return True
+            wait.abandoned = True  # the waiter closes the descriptor when it gets the lock
+        return False
+
+
+class _FlockWait:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.done = threading.Event()
+        self.guard = threading.Lock()
+        self.abandoned = False
+
+
+def _flock_waiter(waits: queue.SimpleQueue[_FlockWait]) -> None:
+    while True:
+        wait = waits.get()
+        try:
+            fcntl.flock(wait.fd, fcntl.LOCK_EX)  # releases the GIL while it blocks
+        except OSError:  # treat as acquired: SQLite's busy handler still arbitrates
+            pass
+        with wait.guard:
+            if wait.abandoned:
+                os.close(wait.fd)
+            else:
+                wait.done.set()
 
 
 def _is_file(database: str | None) -> bool:
