@@ -250,25 +250,77 @@ def store(conn: Connection, definitions: DefinitionCache, recipe_id: int, token:
         first = dedupe.first_run(conn, recipe_id, key, now)
         if first is not None:
             return Accepted(first, "duplicate", duplicate=True)
-    held = row.status == RecipeStatus.PAUSED.value
     event_id = conn.execute(_INSERT_EVENT, values).scalar_one()
+    run = _run_row(event_id, recipe_id, row, now, rejected)
+    run_id = conn.execute(_INSERT_RUN, run).scalar_one()
+    if key is not None and spec is not None:
+        dedupe.remember(conn, recipe_id, key, run_id, now, spec)
+    return Accepted(run_id, run["status"])
+
+
+def _run_row(event_id: int, recipe_id: int, recipe: Any, now: datetime, rejected: str | None) -> dict[str, Any]:
+    held = recipe.status == RecipeStatus.PAUSED.value
     status = (RunStatus.REJECTED if rejected else RunStatus.HELD if held else RunStatus.QUEUED).value
-    run_id = conn.execute(_INSERT_RUN, {
-        "event_id": event_id, "recipe_id": recipe_id, "recipe_version": row.current_version, "status": status,
+    return {
+        "event_id": event_id, "recipe_id": recipe_id, "recipe_version": recipe.current_version, "status": status,
         "attempt": 0, "step_index": 0, "outputs": {}, "created_at": now,
         "next_attempt_at": None if held or rejected else now, "error": rejected,
         "finished_at": now if rejected else None,
-    }).scalar_one()
-    if key is not None and spec is not None:
-        dedupe.remember(conn, recipe_id, key, run_id, now, spec)
-    return Accepted(run_id, status)
+    }
+
+
+@dataclass
+class StoreUnit:
+    """One request to store, as a unit of the batch writer: alone it is :func:`store`;
+    consecutive ones are stored together by :func:`store_many`."""
+
+    definitions: DefinitionCache
+    recipe_id: int
+    token: str
+    raw_headers: dict[str, str]
+    values: dict[str, Any]
+    now: datetime
+    rejected: str | None = None
+    batch_key = "inbound.store"
+
+    def __call__(self, conn: Connection) -> Accepted:
+        return store(conn, self.definitions, self.recipe_id, self.token, self.raw_headers, self.values,
+                     self.now, self.rejected)
+
+    @staticmethod
+    def run_many(conn: Connection, units: list[StoreUnit]) -> list[Accepted]:
+        return store_many(conn, units)
+
+
+def store_many(conn: Connection, units: list[StoreUnit]) -> list[Accepted]:
+    """Several requests in the caller's transaction, with what :func:`store` guarantees for
+    each. The common case (no de-duplication, nothing rejected) takes three statements for
+    the whole batch: the recipes' state, the events, the runs. Anything else is stored one
+    by one, in order. A unit whose URL is gone raises (the writer then re-runs each alone)."""
+    states = {row.id: row for row in conn.execute(_RECIPE_STATES, {"ids": sorted({u.recipe_id for u in units})})}
+    for u in units:
+        row = states.get(u.recipe_id)
+        if row is None or row.token != u.token:
+            raise RecipeGone(u.recipe_id)
+        definition = u.definitions.get(conn, u.recipe_id, row.current_version) or {}
+        if u.rejected is not None or dedupe.DedupeSpec.from_settings(definition.get("settings")) is not None:
+            return [u(conn) for u in units]
+    event_ids = conn.execute(_INSERT_EVENTS, [u.values for u in units]).scalars().all()
+    runs = [_run_row(event_id, u.recipe_id, states[u.recipe_id], u.now, None)
+            for event_id, u in zip(event_ids, units, strict=True)]
+    run_ids = conn.execute(_INSERT_RUNS, runs).scalars().all()
+    return [Accepted(run_id, run["status"]) for run_id, run in zip(run_ids, runs, strict=True)]
 
 
 # Built once: every webhook runs these, and building statements costs more than running them.
 _RECIPE_STATE = select(Recipe.status, Recipe.current_version).where(
     Recipe.id == bindparam("b_id"), Recipe.token == bindparam("b_token"))
+_RECIPE_STATES = select(Recipe.id, Recipe.token, Recipe.status, Recipe.current_version).where(
+    Recipe.id.in_(bindparam("ids", expanding=True)))
 _INSERT_EVENT = insert(Event).returning(Event.id)
 _INSERT_RUN = insert(Run).returning(Run.id)
+_INSERT_EVENTS = insert(Event).returning(Event.id, sort_by_parameter_order=True)
+_INSERT_RUNS = insert(Run).returning(Run.id, sort_by_parameter_order=True)
 
 
 def accept(writer: BatchWriter, definitions: DefinitionCache, recipe_id: int, token: str,
@@ -277,5 +329,4 @@ def accept(writer: BatchWriter, definitions: DefinitionCache, recipe_id: int, to
     returns: the commit is the promise that the event will run to a final state."""
     now = clock.now()
     values = event_values(recipe_id, req, now)  # parsed here, outside the writer's transaction
-    return writer.submit(lambda conn: store(conn, definitions, recipe_id, token, req.headers, values, now,
-                                            rejected))
+    return writer.submit(StoreUnit(definitions, recipe_id, token, req.headers, values, now, rejected))

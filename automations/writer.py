@@ -7,6 +7,11 @@ committed, so "acknowledge only after commit" still holds. If one unit fails, th
 rolled back and every unit is run again alone, so only the failing one fails (units must
 therefore be plain database work that can be re-run).
 
+A unit may also be *batchable*: an object with a ``batch_key`` and a ``run_many(conn,
+units)`` that does the work of several consecutive units with the same key in a few
+statements (executing a statement costs more than its rows). Alone, or when its batch is
+re-run unit by unit after a failure, it is simply called.
+
 Callers must not hold a write transaction of their own while they wait (they would wait
 for the writer while the writer waits for them).
 """
@@ -76,7 +81,7 @@ class BatchWriter:
         live = [(w, f) for w, f in batch if f.set_running_or_notify_cancel()]
         try:
             with self.engine.begin() as conn:
-                results = [work(conn) for work, _f in live]
+                results = run_units(conn, [work for work, _f in live])
         except Exception:  # noqa: BLE001 - one unit failed: run each alone so only it fails
             for work, future in live:
                 self._commit_one(work, future)
@@ -92,3 +97,25 @@ class BatchWriter:
             future.set_exception(exc)
         else:
             future.set_result(result)
+
+
+def run_units(conn: Connection, works: list[Work]) -> list[Any]:
+    """Every unit's result, in order; consecutive batchable units with one key run together."""
+    results: list[Any] = []
+    i = 0
+    while i < len(works):
+        key = getattr(works[i], "batch_key", None)
+        j = i + 1
+        if key is not None:
+            while j < len(works) and getattr(works[j], "batch_key", None) == key:
+                j += 1
+        if j - i > 1:
+            group = works[i:j]
+            done = group[0].run_many(conn, group)  # type: ignore[attr-defined]
+            if len(done) != len(group):
+                raise RuntimeError(f"{key}: run_many returned {len(done)} results for {len(group)} units")
+            results.extend(done)
+        else:
+            results.append(works[i](conn))
+        i = j
+    return results

@@ -120,3 +120,25 @@ def test_concurrent_duplicates_across_processes_make_one_run(tmp_path, pg_app, p
         assert db.session.scalar(select(func.count()).select_from(Run).where(Run.recipe_id == recipe_id)) == 1
     with other.app_context():
         db.engine.dispose()
+
+
+def test_webhooks_stored_in_one_batch_keep_their_own_runs_on_postgres(pg_app):
+    from automations.inbound import StoreUnit, event_values, store_many
+    from automations.models import Event
+
+    core = pg_app.extensions["hookline"]
+    with pg_app.app_context():
+        recipe = recipes.create(db.session, "r", {})
+        rid, token = recipe.id, recipe.token
+        db.session.commit()
+        now = core.clock.now()
+        units = []
+        for n in range(40):
+            req = InboundRequest("POST", "application/json", f'{{"n": {n}}}'.encode(),
+                                 {"content-type": "application/json"})
+            units.append(StoreUnit(core.definitions, rid, token, req.headers, event_values(rid, req, now), now))
+        with core.engine.begin() as conn:
+            accepted = store_many(conn, units)
+        for n, a in enumerate(accepted):
+            run = db.session.get(Run, a.run_id)
+            assert db.session.get(Event, run.event_id).body == {"n": n} and run.status == "queued"

@@ -1,0 +1,164 @@
+"""The group-commit writer: units of many threads in one transaction, batchable units run
+together, and a failing unit fails alone."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import pytest
+from sqlalchemy import Connection, create_engine, select, text
+
+from automations import recipes
+from automations.inbound import InboundRequest, RecipeGone, StoreUnit, event_values, store_many
+from automations.models import Event, Run
+from automations.writer import BatchWriter, run_units
+from web.extensions import db
+
+
+class Insert:
+    """A unit inserting one row; batchable as one executemany."""
+
+    batch_key = "insert"
+    calls: ClassVar[list[tuple[str, int]]] = []
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __call__(self, conn: Connection) -> int:
+        Insert.calls.append(("one", self.value))
+        conn.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": self.value})
+        return self.value
+
+    @staticmethod
+    def run_many(conn: Connection, units: list[Insert]) -> list[int]:
+        Insert.calls.append(("many", len(units)))
+        conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": u.value} for u in units])
+        return [u.value for u in units]
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (v INTEGER UNIQUE)"))
+    Insert.calls = []
+    yield engine
+    engine.dispose()
+
+
+def test_consecutive_batchable_units_run_together_in_order(engine):
+    def plain(conn: Connection) -> str:
+        return "plain"
+
+    works: list[Any] = [Insert(1), Insert(2), Insert(3), plain, Insert(4), plain, Insert(5), Insert(6)]
+    with engine.begin() as conn:
+        assert run_units(conn, works) == [1, 2, 3, "plain", 4, "plain", 5, 6]
+    assert Insert.calls == [("many", 3), ("one", 4), ("many", 2)]
+    with engine.connect() as conn:
+        assert sorted(conn.scalars(text("SELECT v FROM t"))) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_failing_unit_fails_alone_and_the_others_commit(engine):
+    writer = BatchWriter(engine)
+    gate = threading.Event()
+
+    def blocker(conn: Connection) -> None:
+        gate.wait(5)  # holds the writer so the next units queue up into one batch
+
+    results: dict[int, Any] = {}
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(writer.submit, blocker)
+        values = [10, 11, 11, 12, 13]  # the second 11 breaks the UNIQUE constraint
+        futures = {i: pool.submit(writer.submit, Insert(v)) for i, v in enumerate(values)}
+        gate.set()
+        first.result(5)
+        for i, fut in futures.items():
+            try:
+                results[i] = fut.result(5)
+            except Exception as exc:  # noqa: BLE001 - the failing unit's own error
+                results[i] = type(exc).__name__
+    writer.stop()
+    assert sorted(str(r) for r in results.values()).count("IntegrityError") == 1
+    with engine.connect() as conn:
+        assert sorted(conn.scalars(text("SELECT v FROM t"))) == [10, 11, 12, 13]
+
+
+# --- storing webhooks in batches ----------------------------------------------------------
+
+def _made(recipe) -> SimpleNamespace:
+    """The recipe's id and token, and the session's transaction ended: the writer path under
+    test must not wait for this thread's own open transaction."""
+    made = SimpleNamespace(id=recipe.id, token=recipe.token)
+    db.session.commit()
+    return made
+
+
+def _unit(core, recipe, n: int, headers: dict[str, str] | None = None) -> StoreUnit:
+    body = f'{{"n": {n}}}'.encode()
+    req = InboundRequest("POST", "application/json", body, headers or {"content-type": "application/json"})
+    now = core.clock.now()
+    return StoreUnit(core.definitions, recipe.id, recipe.token, req.headers, event_values(recipe.id, req, now), now)
+
+
+def test_store_many_keeps_each_event_with_its_run_and_honours_pauses(app):
+    core = app.extensions["hookline"]
+    with app.app_context():
+        active = _made(recipes.create(db.session, "active", {}))
+        paused = recipes.create(db.session, "paused", {})
+        recipes.set_paused(db.session, paused, True)
+        paused = _made(paused)
+        units = [_unit(core, active if n % 3 else paused, n) for n in range(30)]
+        with core.engine.begin() as conn:
+            accepted = store_many(conn, units)
+        assert [a.status for a in accepted] == ["held" if n % 3 == 0 else "queued" for n in range(30)]
+        for n, a in enumerate(accepted):
+            run = db.session.get(Run, a.run_id)
+            event = db.session.get(Event, run.event_id)
+            assert event.body == {"n": n} and run.recipe_id == event.recipe_id == units[n].recipe_id
+            assert run.status == a.status
+
+
+def test_store_many_refuses_a_batch_with_a_gone_url(app):
+    core = app.extensions["hookline"]
+    with app.app_context():
+        created = recipes.create(db.session, "r", {})
+        recipe = _made(created)
+        units = [_unit(core, recipe, 1), _unit(core, recipe, 2)]
+        recipes.rotate_token(db.session, created)
+        db.session.commit()
+        with pytest.raises(RecipeGone), core.engine.begin() as conn:
+            store_many(conn, units)
+        assert db.session.scalar(select(Event.id)) is None
+
+
+def test_store_many_deduplicates_in_order_within_the_batch(app):
+    core = app.extensions["hookline"]
+    with app.app_context():
+        recipe = _made(recipes.create(db.session, "r", {"settings": {"dedupe": {"header": "X-Delivery"}}}))
+        units = [_unit(core, recipe, n, {"content-type": "application/json", "x-delivery": f"d{n // 2}"})
+                 for n in range(6)]
+        with core.engine.begin() as conn:
+            accepted = store_many(conn, units)
+        assert [a.duplicate for a in accepted] == [False, True] * 3
+        assert [a.run_id for a in accepted[1::2]] == [a.run_id for a in accepted[0::2]]
+        assert db.session.query(Run).count() == 3
+
+
+def test_concurrent_webhooks_each_get_their_own_run(tmp_path):
+    from tests.live import LiveServer, make_live_app
+    app = make_live_app(tmp_path, WEB_THREADS=16)
+    server = LiveServer(app, with_runner=False)
+    try:
+        with app.app_context():
+            token = recipes.create(db.session, "r", {}).token
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda n: server.post(token, json={"n": n}).json(), range(200)))
+        with app.app_context():
+            for n, answer in enumerate(answers):
+                run = db.session.get(Run, answer["run_id"])
+                assert db.session.get(Event, run.event_id).body == {"n": n}
+            assert db.session.query(Run).count() == 200
+    finally:
+        server.close()
