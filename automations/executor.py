@@ -249,17 +249,36 @@ _INSERT_STEP = insert(StepRun)
 
 
 def _write(core: Core, run: Run, owner: str, record: SimpleNamespace | None, **values: Any) -> None:
-    """One unit of the batch writer: the step record and the run's new state, only if we still
-    hold the lease. Returns once committed."""
+    """The step record and the run's new state, only if we still hold the lease. Returns
+    once committed."""
     row = {k: getattr(record, k) for k in _STEP_COLUMNS} if record is not None else None
-    params = {**values, "b_id": run.id, "b_owner": owner}
-
-    def work(conn: DBConnection) -> None:
-        if conn.execute(_GUARDED_UPDATE, params).rowcount != 1:
-            raise LeaseLost(run.id)
-        if row is not None:
-            conn.execute(_INSERT_STEP, row)
-
-    core.writer.submit(work)
+    core.writer.submit(RunWrite(run.id, {**values, "b_id": run.id, "b_owner": owner}, row))
     for k, v in values.items():
         setattr(run, k, v)
+
+
+class RunWrite:
+    """One run's write, as a unit of the batch writer. Runs finishing together with the same
+    columns to set are written with one executemany per statement; if any lease was lost the
+    batch fails and the writer re-runs each unit alone, so only that run sees LeaseLost."""
+
+    def __init__(self, run_id: int, params: dict[str, Any], row: dict[str, Any] | None) -> None:
+        self.run_id, self.params, self.row = run_id, params, row
+        self.batch_key = ("executor.write", tuple(sorted(params)), row is not None)
+
+    def __call__(self, conn: DBConnection) -> None:
+        if conn.execute(_GUARDED_UPDATE, self.params).rowcount != 1:
+            raise LeaseLost(self.run_id)
+        if self.row is not None:
+            conn.execute(_INSERT_STEP, self.row)
+
+    @staticmethod
+    def run_many(conn: DBConnection, units: list[RunWrite]) -> list[None]:
+        if not conn.dialect.supports_sane_multi_rowcount:  # cannot tell whose lease was lost
+            return [unit(conn) for unit in units]
+        if conn.execute(_GUARDED_UPDATE, [u.params for u in units]).rowcount != len(units):
+            raise LeaseLost(units[0].run_id)  # someone's: the writer re-runs each unit alone
+        rows = [u.row for u in units if u.row is not None]
+        if rows:
+            conn.execute(_INSERT_STEP, rows)
+        return [None] * len(units)

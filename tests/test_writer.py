@@ -12,7 +12,7 @@ from sqlalchemy import Connection, create_engine, select, text
 
 from automations import recipes
 from automations.inbound import InboundRequest, RecipeGone, StoreUnit, event_values, store_many
-from automations.models import Event, Run
+from automations.models import Event, Run, StepRun
 from automations.writer import BatchWriter, run_units
 from web.extensions import db
 
@@ -162,3 +162,46 @@ def test_concurrent_webhooks_each_get_their_own_run(tmp_path):
             assert db.session.query(Run).count() == 200
     finally:
         server.close()
+
+
+# --- run writes in batches ------------------------------------------------------------------
+
+def test_run_writes_in_one_batch_fail_only_the_run_whose_lease_was_lost(app):
+    from sqlalchemy import update
+
+    from automations import queue
+    from automations.executor import LeaseLost, RunWrite
+
+    core = app.extensions["hookline"]
+    with app.app_context():
+        recipe = _made(recipes.create(db.session, "r", {}))
+    with core.engine.begin() as conn:
+        ids = [a.run_id for a in store_many(conn, [_unit(core, recipe, n) for n in range(4)])]
+        queue.claim_in(conn, "w1", 10, core.clock.now(), 60)
+        conn.execute(update(Run).where(Run.id == ids[2]).values(lease_owner="w2"))  # taken over
+
+    def finish(run_id: int) -> RunWrite:
+        return RunWrite(run_id, {"status": "succeeded", "step_index": 1, "b_id": run_id, "b_owner": "w1"},
+                        {"run_id": run_id, "step_key": "a", "position": 0, "action": "http_request",
+                         "attempt": 1, "status": "succeeded", "input": {"n": run_id}, "request": None,
+                         "response": {"status": 200}, "error": None, "started_at": core.clock.now(),
+                         "duration_ms": 3})
+
+    gate = threading.Event()
+    with ThreadPoolExecutor(8) as pool:
+        blocker = pool.submit(core.writer.submit, lambda conn: gate.wait(5))
+        futures = [pool.submit(core.writer.submit, finish(rid)) for rid in ids]
+        gate.set()
+        blocker.result(5)
+        outcomes = []
+        for fut in futures:
+            try:
+                outcomes.append(fut.result(5))
+            except LeaseLost:
+                outcomes.append("lease lost")
+    assert outcomes == [None, None, "lease lost", None]
+    with app.app_context():
+        statuses = {r.id: r.status for r in db.session.scalars(select(Run))}
+        steps = sorted(db.session.scalars(select(StepRun.run_id)))
+    assert statuses == {ids[0]: "succeeded", ids[1]: "succeeded", ids[2]: "running", ids[3]: "succeeded"}
+    assert steps == [ids[0], ids[1], ids[3]]
