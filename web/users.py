@@ -26,14 +26,20 @@ ROLE_CHOICES = choices([
 NEW_PASSWORD = {"autocomplete": "new-password"}
 
 
+def new_password_fields(label: str, description: str,
+                        again: str = "Password again") -> tuple[PasswordField, PasswordField]:
+    """A new password and its confirmation (the second must equal the first)."""
+    return (PasswordField(label, validators=[DataRequired()], render_kw=NEW_PASSWORD, description=description),
+            PasswordField(again, render_kw=NEW_PASSWORD,
+                          validators=[DataRequired(), EqualTo("password", "Passwords differ.")]))
+
+
 class NewUserForm(FlaskForm):
     email = StringField("Email", validators=[DataRequired()], render_kw={"autocomplete": "off"})
     role = SelectField("Role", choices=ROLE_CHOICES, default="viewer")
-    password = PasswordField("Initial password", validators=[DataRequired()], render_kw=NEW_PASSWORD,
-                             description=f"At least {users.MIN_PASSWORD} characters. Give it to them "
-                                         "over a safe channel; they can change it under Account.")
-    confirm = PasswordField("Password again", render_kw=NEW_PASSWORD,
-                            validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
+    password, confirm = new_password_fields(
+        "Initial password", f"At least {users.MIN_PASSWORD} characters. Give it to them over a safe "
+                            "channel; they can change it under Account.")
 
 
 class RoleForm(FlaskForm):
@@ -42,11 +48,8 @@ class RoleForm(FlaskForm):
 
 
 class ResetPasswordForm(FlaskForm):
-    password = PasswordField("New password", validators=[DataRequired()], render_kw=NEW_PASSWORD,
-                             description=f"At least {users.MIN_PASSWORD} characters. "
-                                         "The user is signed out everywhere.")
-    confirm = PasswordField("Password again", render_kw=NEW_PASSWORD,
-                            validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
+    password, confirm = new_password_fields(
+        "New password", f"At least {users.MIN_PASSWORD} characters. The user is signed out everywhere.")
 
 
 class DeleteUserForm(FlaskForm):
@@ -56,10 +59,8 @@ class DeleteUserForm(FlaskForm):
 class ChangePasswordForm(FlaskForm):
     current_password = PasswordField("Current password", validators=[DataRequired()],
                                      render_kw={"autocomplete": "current-password"})
-    password = PasswordField("New password", validators=[DataRequired()], render_kw=NEW_PASSWORD,
-                             description=f"At least {users.MIN_PASSWORD} characters.")
-    confirm = PasswordField("New password again", render_kw=NEW_PASSWORD,
-                            validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
+    password, confirm = new_password_fields("New password", f"At least {users.MIN_PASSWORD} characters.",
+                                            again="New password again")
 
 
 def _user(user_id: int) -> User:
