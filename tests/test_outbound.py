@@ -486,7 +486,7 @@ def test_ipv6_destination_host_header() -> None:
     try:
         server = V6(("::1", 0), Handler)
     except OSError:
-        pytest.skip("no IPv6 loopback")
+        pytest.skip("this machine has no IPv6 loopback (::1) to listen on; the IPv6 Host header needs one")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         port = server.server_address[1]
