@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from .models import Run, RunStatus
@@ -29,24 +29,28 @@ def claim_in(conn: Connection | Session, owner: str, limit: int, now: datetime,
     """The claim inside the caller's transaction (the batch writer's, or a session's)."""
     if limit <= 0:
         return []
-    due = (
-        select(Run.id)
-        .where(Run.status == QUEUED, Run.next_attempt_at <= now)
-        .order_by(Run.next_attempt_at, Run.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    rows = conn.execute(
-        update(Run)
-        .where(Run.id.in_(due))
-        .values(status=RUNNING, lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempt=Run.attempt + 1, started_at=func.coalesce(Run.started_at, now))
-        .returning(Run.id)
-        .execution_options(synchronize_session=False)
-    ).scalars().all()
+    rows = conn.execute(_CLAIM, {"b_owner": owner, "b_limit": limit, "b_now": now,
+                                 "b_expires": now + timedelta(seconds=lease_seconds)}).scalars().all()
     return sorted(rows)
+
+
+# Built once (the dispatcher claims many times a second; building costs more than running).
+_DUE = (
+    select(Run.id)
+    .where(Run.status == QUEUED, Run.next_attempt_at <= bindparam("b_now"))
+    .order_by(Run.next_attempt_at, Run.id)
+    .limit(bindparam("b_limit"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+_CLAIM = (
+    update(Run)
+    .where(Run.id.in_(_DUE))
+    .values(status=RUNNING, lease_owner=bindparam("b_owner"), lease_expires_at=bindparam("b_expires"),
+            attempt=Run.attempt + 1, started_at=func.coalesce(Run.started_at, bindparam("b_now")))
+    .returning(Run.id)
+    .execution_options(synchronize_session=False)
+)
 
 
 def recover_expired(session: Session, now: datetime) -> int:

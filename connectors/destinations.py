@@ -118,7 +118,9 @@ def _is_ip_literal(host: str) -> bool:
 
 
 def _resolve(host: str, port: int, timeout: float | None) -> list[tuple]:
-    if timeout is None or _is_ip_literal(host):  # an address literal needs no lookup
+    if _is_ip_literal(host):  # an address literal needs no lookup (numeric spellings do)
+        return [(None, None, None, "", (host, port))]
+    if timeout is None:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     future = _RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
