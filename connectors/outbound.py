@@ -524,8 +524,10 @@ class OutboundClient:
         try:
             addresses = checked_addresses(prep.host, prep.port, self.allowlist, prep.url,
                                           timeout=deadline - time.monotonic())
-        except ConnectorError as exc:
+        except ConnectorError as exc:  # e.g. "invalid URL '<the URL>'": shown as the history shows it
             exc.request = exc.request or summary
+            exc.message = _scrubber(url, summary)(exc.message)
+            exc.args = (exc.message,)
             raise
         host = f"[{prep.host}]" if ":" in prep.host else prep.host
         if prep.port != (443 if prep.scheme == "https" else 80):
