@@ -76,8 +76,14 @@ def test_two_slots_on_one_file_exclude_each_other(tmp_path: Path) -> None:
     second.release()
 
 
-def test_in_memory_databases_need_no_file(tmp_path: Path) -> None:
-    slot = WriterSlot(":memory:")
-    assert slot.acquire(timeout=1)
-    slot.release()
+def test_in_memory_databases_need_no_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a lock file named after ":memory:" would land here
+    for database in (":memory:", "", None, "file:x?mode=memory&uri=true"):
+        slot = WriterSlot(database)
+        assert slot.acquire(timeout=1)
+        slot.release()
     assert list(tmp_path.iterdir()) == []
+    file_slot = WriterSlot(str(tmp_path / "x.db"))
+    assert file_slot.acquire(timeout=1)
+    file_slot.release()
+    assert [p.name for p in tmp_path.iterdir()] == ["x.db.writer-lock"]
