@@ -37,8 +37,16 @@ class LiveServer:
         self.runner = start_runner(app) if with_runner else None
         self.server = make_server(app, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.server.run()
+        except (OSError, ValueError):  # close() from this thread's outside: select() saw a closed socket
+            if not self._closing.is_set():
+                raise
 
     def hook_url(self, token: str) -> str:
         return f"{self.url}/hooks/{token}"
@@ -47,6 +55,7 @@ class LiveServer:
         return requests.post(self.hook_url(token), timeout=10, **kw)
 
     def close(self) -> None:
+        self._closing.set()
         self.server.close()
         if self.runner is not None:
             self.runner.stop(timeout=5)
