@@ -92,6 +92,13 @@ class Core:
     def create_schema(self) -> None:
         create_schema(self.engine)
 
+    def close(self) -> None:
+        """Stop the writer thread and close pooled connections. A process runs one Core for
+        its lifetime; this is for those that build several (tests, tools embedding Hookline),
+        where each would otherwise keep its thread and its SQLite files open."""
+        self.writer.stop()
+        self.engine.dispose()
+
 
 def encryption_keys(configured: list[str], instance_path: str | Path) -> list[str]:
     """Configured keys, or the instance's own key file (created on first start)."""

@@ -93,23 +93,45 @@ def sink_stats(port: int, full: bool = False) -> dict[str, Any]:
     return json.loads(body)
 
 
+def proc_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``serve --runner-process`` has a child runner process)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):  # each thread lists the children it started
+            try:
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+            except (OSError, ValueError):
+                pass
+    return out
+
+
 def proc_cpu_seconds(pid: int) -> float | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+    """CPU seconds of the process and its live descendants."""
+    total = None
+    for p in proc_tree(pid):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (14, 15)
+    return total
 
 
 def proc_status_kib(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    """A /proc/PID/status figure in KiB (or count), summed over the process and its descendants."""
+    total = None
+    for p in proc_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total = (total or 0) + int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total
 
 
 def proc_threads(pid: int) -> int | None:
@@ -318,9 +340,13 @@ def write_recipe(folder: Path, sink_url: str, retry_schedule: list[float] | None
     return path
 
 
-def plan_processes(work: Path, split: bool) -> list[Hookline]:
-    """What to start: ``serve`` (web + runner in one process), or in split mode ``serve
-    --no-worker`` and ``worker`` against the same instance folder. The web process comes first."""
+def plan_processes(work: Path, split: bool, runner_process: bool = False) -> list[Hookline]:
+    """What to start: ``serve`` (web + runner in one process; with ``runner_process``, the
+    runner in a child process it supervises, whose figures are counted with it), or in split
+    mode ``serve --no-worker`` and ``worker`` against the same instance folder. The web
+    process comes first."""
+    if runner_process:
+        return [Hookline("server", ["serve", "--runner-process"], work / "server.log", work / "lockstats.json")]
     if not split:
         return [Hookline("server", ["serve"], work / "server.log", work / "lockstats.json")]
     return [Hookline("web", ["serve", "--no-worker"], work / "web.log", work / "lockstats-web.json"),
@@ -348,7 +374,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     instance = work / "instance"
     instance.mkdir()
     hookline = hookline_command(args.module)
-    hls = plan_processes(work, args.split)
+    hls = plan_processes(work, args.split, args.runner_process)
     web, runner_side = hls[0], hls[-1]  # the same process unless split
     procs: list[subprocess.Popen] = []
     result: dict[str, Any] = {"work_dir": str(work)}
@@ -483,6 +509,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "retry_schedule": schedule,
                 "extra_env": args.env,
                 "split": args.split,
+                "runner_process": args.runner_process,
                 "poll_interval": env.get("HOOKLINE_POLL_INTERVAL", "default"),
                 "python": platform.python_version(),
                 "sqlite": sqlite3.sqlite_version,
@@ -563,7 +590,8 @@ def print_text(r: dict[str, Any]) -> None:
     print(f"Hookline end-to-end benchmark: {c['duration_s']} s, {c['connections']} connections, "
           f"runner threads {c['runner_threads']}, web threads {c['web_threads']}"
           + (f", sink fail rate {c['fail_rate']}" if c["fail_rate"] else "")
-          + (f", split (web + worker), poll interval {c['poll_interval']} s" if c.get("split") else ""))
+          + (f", split (web + worker), poll interval {c['poll_interval']} s" if c.get("split") else "")
+          + (", runner in a child process (figures: both processes)" if c.get("runner_process") else ""))
     print(f"  python {c['python']}, sqlite {c['sqlite']}, {c['cpus']} CPUs ({c['machine']})")
     print(f"  server: {c['command']}" + (f"  env: {' '.join(c['extra_env'])}" if c["extra_env"] else ""))
     print("acks")
@@ -637,6 +665,9 @@ def main() -> int:
                     help="two processes on the same instance: `hookline serve --no-worker` (web) and "
                          f"`hookline worker` (runner; HOOKLINE_POLL_INTERVAL={SPLIT_POLL_INTERVAL} "
                          "unless --env sets it)")
+    ap.add_argument("--runner-process", action="store_true",
+                    help="`hookline serve --runner-process`: the runner in a child process that serve "
+                         "supervises and wakes through a pipe (server figures cover both processes)")
     ap.add_argument("--profile", default=None, metavar="FILE",
                     help="py-spy record the server during the load (single process only)")
     ap.add_argument("--profile-format", default="raw", choices=["raw", "flamegraph", "speedscope"])
@@ -650,6 +681,8 @@ def main() -> int:
     args = ap.parse_args()
     if not 0 < args.duration <= 3600 or not 0 < args.connections <= 1000 or not 0 <= args.fail_rate <= 1:
         ap.error("--duration in (0, 3600], --connections in [1, 1000], --fail-rate in [0, 1]")
+    if args.split and args.runner_process:
+        ap.error("--split and --runner-process are two different layouts: choose one")
     if args.split and args.profile:
         ap.error("--profile records one process and is not supported with --split; record the web or the "
                  "worker process by hand with `py-spy record --pid PID` (see bench/README.md)")

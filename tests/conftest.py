@@ -11,9 +11,35 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+import web.app
+import web.cli
 from automations import users
-from web.app import create_app
 from web.extensions import db
+
+# Every app a test builds (directly, through make_app or make_live_app, or through the CLI
+# run in-process) is closed after the test: an app's writer thread keeps it alive, with its
+# pool of SQLite connections (three descriptors each). Without this, the suite's process
+# passes 1024 descriptors and waitress's select() fails in whichever test comes next.
+_built_apps: list[Flask] = []
+_create_app = web.app.create_app
+
+
+def create_app(*args: Any, **kwargs: Any) -> Flask:
+    app = _create_app(*args, **kwargs)
+    _built_apps.append(app)
+    return app
+
+
+web.app.create_app = web.cli.create_app = create_app  # test modules import it after this
+
+
+@pytest.fixture(autouse=True)
+def _close_built_apps() -> Any:
+    yield
+    while _built_apps:
+        core = _built_apps.pop().extensions.get("hookline")
+        if core is not None:
+            core.close()
 
 TEST_CONFIG: dict[str, Any] = {
     "TESTING": True,

@@ -24,9 +24,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(instance: Path, port: int, *args: str) -> subprocess.Popen:
+def start_server(instance: Path, port: int, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "HOOKLINE_PORT": str(port), "HOOKLINE_OUTBOUND_ALLOWLIST": "127.0.0.0/8",
-           "HOOKLINE_LEASE_SECONDS": "2", "HOOKLINE_POLL_INTERVAL": "0.2", "HOOKLINE_RUNNER_THREADS": "2"}
+           "HOOKLINE_LEASE_SECONDS": "2", "HOOKLINE_POLL_INTERVAL": "0.2", "HOOKLINE_RUNNER_THREADS": "2",
+           **(env or {})}
     proc = subprocess.Popen([*HOOKLINE, "serve", "--instance", str(instance), *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20

@@ -45,20 +45,29 @@ def main(verbose: bool) -> None:
 @click.option("--host", default=None, help="Bind address (default: HOST setting, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: PORT setting, 8080).")
 @click.option("--no-worker", is_flag=True, help="Serve the web UI and inbound endpoint only.")
-def serve(instance: str | None, host: str | None, port: int | None, no_worker: bool) -> None:
+@click.option("--runner-process", is_flag=True,
+              help="Run the runner in a child process this command starts, watches and stops "
+                   "(uses a second CPU core). Default: the RUNNER_PROCESS setting.")
+def serve(instance: str | None, host: str | None, port: int | None, no_worker: bool, runner_process: bool) -> None:
     """Run the web server and (unless --no-worker) the runner in this process."""
     from .server import serve as _serve
 
-    _serve(_app(instance), with_worker=not no_worker, host=host, port=port)
+    if no_worker and runner_process:
+        raise click.UsageError("--no-worker and --runner-process exclude each other")
+    app = _app(instance)
+    _serve(app, with_worker=not no_worker, runner_process=runner_process or app.config["RUNNER_PROCESS"],
+           host=host, port=port)
 
 
 @main.command()
 @instance_option
-def worker(instance: str | None) -> None:
+@click.option("--wake-fd", type=int, default=None, hidden=True,
+              help="Pipe from serve --runner-process: wake-ups; end-of-file stops this worker.")
+def worker(instance: str | None, wake_fd: int | None) -> None:
     """Run only the runner: claim and execute due runs until SIGTERM."""
     from .server import run_worker
 
-    run_worker(_app(instance))
+    run_worker(_app(instance), wake_fd=wake_fd)
 
 
 @main.command("init-db")

@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "PORT": 8080,
     "WEB_THREADS": 16,
     "RUNNER_THREADS": 16,
+    "RUNNER_PROCESS": False,       # serve: the runner in a supervised child process (a second core)
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
     "OUTBOUND_ALLOWLIST": [],      # CIDRs/hosts outbound calls may reach although not public
     "OUTBOUND_TIMEOUT": 30.0,

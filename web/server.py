@@ -1,7 +1,8 @@
 """Running Hookline: the web server (waitress) and the in-process runner.
 
 ``serve`` is the embedded default: one process, web threads and runner threads sharing one
-SQLite database. For scale-out, run ``serve --no-worker`` (or gunicorn on ``web.wsgi:app``)
+SQLite database. ``serve --runner-process`` moves the runner into a child process it
+supervises (web/runner_process.py), so one command uses two cores. For scale-out, run ``serve --no-worker`` (or gunicorn on ``web.wsgi:app``)
 for ingestion and any number of ``worker`` processes against PostgreSQL.
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ from waitress.server import create_server
 
 from automations.logredact import install as install_log_redaction
 from automations.runner import Runner
+
+from .runner_process import RunnerProcess, watch_wake_pipe
 
 log = logging.getLogger("hookline")
 
@@ -35,12 +38,21 @@ def make_server(app: Flask, host: str, port: int) -> Any:
                          clear_untrusted_proxy_headers=True)
 
 
-def serve(app: Flask, *, with_worker: bool = True, host: str | None = None, port: int | None = None,
-          shutdown_timeout: float = 30.0) -> None:
+def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False, host: str | None = None,
+          port: int | None = None, shutdown_timeout: float = 30.0) -> None:
     host = host or app.config["HOST"]
     port = port or app.config["PORT"]
-    runner = start_runner(app) if with_worker else None
-    server = make_server(app, host, port)
+    server = make_server(app, host, port)  # bind first: a taken port starts no child
+    runner: Runner | RunnerProcess | None = None
+    if with_worker and runner_process:
+        runner = RunnerProcess(app.instance_path, shutdown_timeout).start()
+        app.extensions["hookline_runner"] = runner
+        where = f"in child process {runner.proc.pid if runner.proc else '?'}"
+    elif with_worker:
+        runner = start_runner(app)
+        where = "in this process"
+    else:
+        where = "off"
     stopping = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -53,7 +65,7 @@ def serve(app: Flask, *, with_worker: bool = True, host: str | None = None, port
     signal.signal(signal.SIGINT, _stop)
     print(f"Hookline listening on http://{host}:{server.effective_port} "
           f"(inbound URLs shown as {app.config['PUBLIC_URL']}/hooks/…; "
-          f"runner: {'in this process' if runner else 'off'})", flush=True)
+          f"runner: {where})", flush=True)
     try:
         server.run()
     except (OSError, ValueError):
@@ -64,11 +76,18 @@ def serve(app: Flask, *, with_worker: bool = True, host: str | None = None, port
             runner.stop(shutdown_timeout)
 
 
-def run_worker(app: Flask, shutdown_timeout: float = 30.0) -> None:
+def run_worker(app: Flask, shutdown_timeout: float = 30.0, wake_fd: int | None = None) -> None:
+    """``wake_fd``: the read end of the pipe from ``serve --runner-process``."""
     runner = start_runner(app)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if wake_fd is not None:
+        def parent_gone() -> None:
+            log.warning("the web process that started this runner is gone: stopping")
+            stop.set()
+
+        watch_wake_pipe(wake_fd, runner.notify, parent_gone)
     print(f"Hookline worker {runner.owner} running ({runner.threads} threads)", flush=True)
     stop.wait()
     runner.stop(shutdown_timeout)

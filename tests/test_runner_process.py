@@ -1,0 +1,153 @@
+"""``hookline serve --runner-process``: the runner in a child process that serve starts,
+wakes through a pipe, restarts when it dies and stops with it; it never outlives a killed
+web process."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.sinks import HttpSink
+from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server, write_recipe
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the child")
+
+# The runner's own tick every 60 s and its dispatcher's timeout at 5x that: a run delivered
+# within seconds was started by the wake-up through the pipe, not by polling.
+NO_POLLING = {"HOOKLINE_POLL_INTERVAL": "60"}
+
+
+def children(pid: int) -> list[int]:
+    """Each thread lists the children it started: the restarted runner is the watcher thread's."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def runner_child(server: subprocess.Popen, not_pid: int | None = None, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = [c for c in children(server.pid) if c != not_pid]
+        if kids:
+            assert len(kids) == 1, kids
+            return kids[0]
+        time.sleep(0.05)
+    raise AssertionError("no runner child process")
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def post(port: int, token: str, n: int) -> None:
+    r = requests.post(f"http://127.0.0.1:{port}/hooks/{token}", json={"n": n}, timeout=5)
+    assert r.status_code == 202, r.text
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_child_runs_what_the_web_process_stores_and_is_woken_at_once(tmp_path):
+    with HttpSink() as sink:
+        instance = tmp_path / "instance"
+        token = write_recipe(instance, sink.url)
+        port = free_port()
+        server = start_server(instance, port, "--runner-process", env=NO_POLLING)
+        try:
+            child = runner_child(server)
+            post(port, token, 1)
+            assert sink.wait_for(1, timeout=15)[0].json() == {"n": 1}
+            os.kill(child, signal.SIGSTOP)  # the web process runs nothing itself
+            try:
+                post(port, token, 2)
+                time.sleep(1.5)
+                assert len(sink.requests) == 1
+            finally:
+                os.kill(child, signal.SIGCONT)
+            assert sink.wait_for(2, timeout=10)[1].json() == {"n": 2}  # the queued wake-up
+        finally:
+            stop(server)
+        assert server.returncode == 0
+        assert wait_gone(child, 5)
+
+
+def test_a_runner_child_that_dies_is_started_again(tmp_path):
+    with HttpSink() as sink:
+        instance = tmp_path / "instance"
+        token = write_recipe(instance, sink.url)
+        port = free_port()
+        server = start_server(instance, port, "--runner-process", env=NO_POLLING)
+        try:
+            first = runner_child(server)
+            os.kill(first, signal.SIGKILL)
+            second = runner_child(server, not_pid=first)
+            assert second != first
+            post(port, token, 7)
+            assert sink.wait_for(1, timeout=20)[0].json() == {"n": 7}
+            assert server.poll() is None  # the web process carried on all along
+        finally:
+            stop(server)
+        out = server.stdout.read().decode()
+        assert "exited with -9" in out
+
+
+def test_a_killed_web_process_leaves_no_runner_behind(tmp_path):
+    instance = tmp_path / "instance"
+    port = free_port()
+    server = start_server(instance, port, "--runner-process", env=NO_POLLING)
+    child = runner_child(server)
+    try:
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        # the pipe's write end closed with the web process: the child stops by itself
+        assert wait_gone(child, 20), "the runner child outlived its web process"
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_sigterm_stops_web_and_runner_child(tmp_path):
+    instance = tmp_path / "instance"
+    port = free_port()
+    server = start_server(instance, port, env={"HOOKLINE_RUNNER_PROCESS": "true"})  # the setting, not the flag
+    child = runner_child(server)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(40) == 0
+    assert not alive(child)
+
+
+def test_runner_process_and_no_worker_exclude_each_other(tmp_path):
+    proc = subprocess.run([*HOOKLINE, "serve", "--instance", str(tmp_path / "i"), "--no-worker", "--runner-process"],
+                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "exclude each other" in proc.stderr

@@ -1,0 +1,143 @@
+"""The runner in a child process that ``hookline serve --runner-process`` starts, watches and stops.
+
+One Python process runs one thread at a time (the GIL), so web and runner threads in one
+process share one core. With the runner in a child process, ``serve`` uses two cores while
+staying one command to start and stop. The two share the instance folder (config, keys,
+SQLite file, whose writers queue on ``WriterSlot``'s file lock).
+
+A pipe joins them. The web process writes a byte after each commit that queues a run, so
+the child starts it at once instead of at its next poll; the child reads its end in a
+thread. When the web process dies, even by SIGKILL, the kernel closes the write end and the
+child sees end-of-file: it stops claiming, finishes its in-flight runs and exits, so no
+orphan keeps running. A child that dies is started again after a short pause.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("hookline.runner_process")
+
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n (the last repeats)
+STABLE_AFTER = 60.0  # a child that ran this long resets the restart delay
+
+
+class RunnerProcess:
+    """Stands in for an in-process :class:`~automations.runner.Runner` in the web process:
+    :meth:`notify` wakes the child."""
+
+    def __init__(self, instance_path: str, shutdown_timeout: float = 30.0) -> None:
+        self.instance_path = instance_path
+        self.shutdown_timeout = shutdown_timeout
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self._wake_w: int | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+
+    def command(self, wake_fd: int) -> list[str]:
+        return [sys.executable, "-m", "web.cli", "worker", "--instance", self.instance_path,
+                "--wake-fd", str(wake_fd)]
+
+    def start(self) -> RunnerProcess:
+        self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name="hookline-runner-process", daemon=True)
+        self._watcher.start()
+        return self
+
+    def _spawn(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)  # a full pipe already holds a wake-up; never block a request
+        try:
+            proc = subprocess.Popen(self.command(read_fd), pass_fds=(read_fd,), close_fds=True)
+        except BaseException:
+            os.close(write_fd)
+            raise
+        finally:
+            os.close(read_fd)
+        with self._lock:  # closed under the lock: notify never writes to a reused descriptor number
+            if self._wake_w is not None:
+                os.close(self._wake_w)
+            self._wake_w, self.proc = write_fd, proc
+        log.info("runner started in child process %s", proc.pid)
+
+    def notify(self) -> None:
+        with self._lock:
+            if self._wake_w is None:
+                return
+            try:
+                os.write(self._wake_w, b"\x01")
+            except OSError:
+                pass  # full: a wake-up is pending anyway; child gone: the watcher starts another
+
+    def _watch(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            proc = self.proc
+            assert proc is not None
+            started = time.monotonic()
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
+            failures = 1 if time.monotonic() - started >= STABLE_AFTER else failures + 1
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS)) - 1]
+            log.error("runner child process %s exited with %s; starting another in %.0f s "
+                      "(its claimed runs are taken back when their lease expires)", proc.pid, code, delay)
+            if self._stopping.wait(delay):
+                return
+            try:
+                self._spawn()
+                self.restarts += 1
+            except OSError:
+                log.exception("could not start the runner child process")
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM the child (it finishes in-flight runs and releases the rest), then wait."""
+        timeout = self.shutdown_timeout if timeout is None else timeout
+        self._stopping.set()
+        proc, code = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout + 5)
+            except subprocess.TimeoutExpired:
+                log.warning("runner child process %s still busy after %.0f s: killed; its runs are "
+                            "taken back when their lease expires", proc.pid, timeout)
+                proc.kill()
+                code = proc.wait()
+        elif proc is not None:
+            code = proc.returncode
+        with self._lock:  # after the child is gone, so it does not take end-of-file for our death
+            if self._wake_w is not None:
+                os.close(self._wake_w)
+                self._wake_w = None
+        return code
+
+
+def watch_wake_pipe(fd: int, on_wake: Callable[[], None], on_parent_gone: Callable[[], None]) -> threading.Thread:
+    """In the child: each byte from the web process wakes the runner; end-of-file (the web
+    process exited or was killed) stops this process."""
+
+    def loop() -> None:
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except InterruptedError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                on_parent_gone()
+                return
+            on_wake()
+
+    thread = threading.Thread(target=loop, name="hookline-wake-pipe", daemon=True)
+    thread.start()
+    return thread
