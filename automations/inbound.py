@@ -120,7 +120,7 @@ def parse_body(content_type: str | None, raw: bytes) -> ParsedBody:
         except ValueError as exc:
             return ParsedBody("text", text, f"body is not valid JSON ({_json_error(exc)})")
     if mime == "application/x-www-form-urlencoded":
-        return ParsedBody("form", _multi_dict(parse_qsl(_decode(raw, charset), keep_blank_values=True)))
+        return ParsedBody("form", multi_dict(parse_qsl(_decode(raw, charset), keep_blank_values=True)))
     if mime == "multipart/form-data":
         return _parse_multipart(content_type or "", raw)
     if _is_xml_type(mime):
@@ -151,7 +151,7 @@ def _json_error(exc: Exception) -> str:
     return str(exc)
 
 
-def _multi_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def multi_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
@@ -179,7 +179,7 @@ def _parse_multipart(content_type: str, raw: bytes) -> ParsedBody:
                                  "size": len(payload)}))
         else:
             pairs.append((name, _decode(payload, part.get_content_charset())))
-    return ParsedBody("multipart", _multi_dict(pairs))
+    return ParsedBody("multipart", multi_dict(pairs))
 
 
 def xml_to_dict(el: Element) -> dict[str, Any]:

@@ -5,6 +5,7 @@ import json
 import time
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from automations import connections, queue, recipes
@@ -332,3 +333,39 @@ def test_deeply_nested_json_is_400_and_not_stored(live):
     assert resp.status_code == 400 and "nested deeper" in resp.json()["error"]
     with live.app.app_context():
         assert db.session.scalars(select(Event)).all() == []
+
+
+def test_methods_other_than_get_post_put_patch_store_nothing(live):
+    """DELETE is refused with the methods that work; OPTIONS lists them; HEAD says whether
+    the URL exists (senders and uptime monitors check it) without storing an event."""
+    _, token = make_recipe(live.app)
+    url = live.hook_url(token)
+    deleted = requests.delete(url, timeout=5)
+    assert deleted.status_code == 405 and deleted.json() == {"error": "method not allowed"}
+    assert deleted.headers["Allow"] == "GET, POST, PUT, PATCH, HEAD, OPTIONS"
+    options = requests.options(url, timeout=5)
+    assert options.status_code == 200 and options.headers["Allow"] == deleted.headers["Allow"]
+    head = requests.head(url, timeout=5)
+    assert head.status_code == 200 and head.content == b""
+    assert requests.head(live.hook_url("y" * 32), timeout=5).status_code == 404
+    assert requests.post(url + "/extra", json={}, timeout=5).status_code == 404
+    with live.app.app_context():
+        assert db.session.scalars(select(Event)).all() == []
+    for method in ("GET", "POST", "PUT", "PATCH"):
+        assert requests.request(method, url, json={"m": method}, timeout=5).status_code == 202
+    with live.app.app_context():
+        assert sorted(e.method for e in db.session.scalars(select(Event))) == ["GET", "PATCH", "POST", "PUT"]
+
+
+def test_query_and_headers_reach_the_event_as_the_sender_sent_them(live):
+    _, token = make_recipe(live.app)
+    resp = requests.post(live.hook_url(token) + "?a=1&b=x&b=y&empty=&caf%C3%A9=cr%C3%A8me", data=b"plain",
+                         headers={"Content-Type": "text/plain", "X-Custom-Thing": "v1"}, timeout=5)
+    assert resp.status_code == 202 and resp.headers["Content-Type"] == "application/json"
+    with live.app.app_context():
+        event = db.session.scalars(select(Event)).one()
+        assert event.query == {"a": "1", "b": ["x", "y"], "empty": "", "café": "crème"}
+        assert event.headers["x-custom-thing"] == "v1"
+        assert event.headers["content-type"] == "text/plain"
+        assert event.headers["content-length"] == "5"
+        assert event.body == "plain" and event.method == "POST"

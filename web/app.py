@@ -38,8 +38,8 @@ def create_app(test_config: dict[str, Any] | None = None, instance_path: str | N
 def _register_blueprints(app: Flask) -> None:
     from . import auth, connections, hooks, recipes, runs, ui, users
 
+    hooks.install(app)  # /hooks/… in plain WSGI in front of Flask; the blueprints get the rest
     app.register_blueprint(auth.bp)
-    app.register_blueprint(hooks.bp)
     app.register_blueprint(ui.bp)
     app.register_blueprint(recipes.bp)
     app.register_blueprint(connections.bp)

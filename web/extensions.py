@@ -1,8 +1,7 @@
 """Flask extensions, bound to the engine's metadata so both see one schema."""
 from __future__ import annotations
 
-from flask import Flask, Request, current_app
-from flask.sessions import SecureCookieSessionInterface, SessionMixin
+from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 
@@ -25,17 +24,6 @@ def notify_runner() -> None:
         runner.notify()
 
 
-class SessionInterface(SecureCookieSessionInterface):
-    """Signed-cookie sessions, except on the inbound endpoint: senders never sign in, and
-    verifying and re-signing a cookie is a good part of Flask's cost per webhook."""
-
-    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
-        if request.path.startswith("/hooks/"):
-            return self.null_session_class()
-        return super().open_session(app, request)
-
-
 def init_app(app: Flask) -> None:
-    app.session_interface = SessionInterface()
     db.init_app(app)
     csrf.init_app(app)

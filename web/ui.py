@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response
 from automations.models import Recipe
 
 from .extensions import core
+from .hooks import hook_path
 
 bp = Blueprint("ui", __name__)
 
@@ -25,7 +26,7 @@ def index() -> Response:
 @bp.app_template_global()
 def inbound_url(recipe: Recipe) -> str:
     """What a sender posts to: the configured public base plus the hook's path."""
-    return current_app.config["PUBLIC_URL"] + url_for("hooks.receive", token=recipe.token)
+    return current_app.config["PUBLIC_URL"] + hook_path(recipe.token)
 
 
 @bp.app_template_filter("badge")
