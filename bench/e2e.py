@@ -134,6 +134,21 @@ def proc_status_kib(pid: int, key: str) -> int | None:
     return total
 
 
+def proc_pss_kib(pid: int) -> int | None:
+    """Proportional set size of the process and its descendants: pages shared between them
+    (the interpreter, shared libraries) are counted once in total, not once per process."""
+    total = None
+    for p in proc_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total = (total or 0) + int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total
+
+
 def proc_threads(pid: int) -> int | None:
     return proc_status_kib(pid, "Threads")
 
@@ -194,6 +209,7 @@ class Hookline:
     threads_at_load_end: int | None = None
     hwm_kib: int | None = None
     rss_kib: int | None = None
+    pss_kib: int | None = None  # the larger of the samples at load end and when drained
     exit_code: int | None = None
 
     @property
@@ -212,12 +228,14 @@ class Hookline:
 
     def sample_load_end(self) -> None:
         self.cpu_load_end = proc_cpu_seconds(self.pid)
+        self.pss_kib = proc_pss_kib(self.pid)
         self.threads_at_load_end = proc_threads(self.pid)
 
     def sample_drained(self) -> None:
         self.cpu_end = proc_cpu_seconds(self.pid)
         self.hwm_kib = proc_status_kib(self.pid, "VmHWM")
         self.rss_kib = proc_status_kib(self.pid, "VmRSS")
+        self.pss_kib = max(filter(None, [self.pss_kib, proc_pss_kib(self.pid)]), default=None)
 
 
 def start_hookline(h: Hookline, hookline: list[str], instance: Path, env: dict[str, str],
@@ -279,6 +297,7 @@ def process_figures(h: Hookline, hookline: list[str], with_probe: bool) -> dict[
         "pid": h.proc.pid if h.proc is not None else None,
         "peak_rss_mib": h.hwm_kib / 1024 if h.hwm_kib else None,
         "rss_at_end_mib": h.rss_kib / 1024 if h.rss_kib else None,
+        "pss_mib": h.pss_kib / 1024 if h.pss_kib else None,
         "cpu_s_load": _delta(h.cpu0, h.cpu_load_end),
         "cpu_s_total": _delta(h.cpu0, h.cpu_end),
         "threads": h.threads_at_load_end,
@@ -312,7 +331,7 @@ def server_figures(processes: list[dict[str, Any]]) -> dict[str, Any]:
     processes (peak RSS: the sum of each process's peak; exit code: the first non-zero one)."""
     if len(processes) == 1:
         return {k: v for k, v in processes[0].items() if k not in ("name", "command", "pid", "write_lock")}
-    summed = ("peak_rss_mib", "rss_at_end_mib", "cpu_s_load", "cpu_s_total", "threads",
+    summed = ("peak_rss_mib", "rss_at_end_mib", "pss_mib", "cpu_s_load", "cpu_s_total", "threads",
               "log_errors", "waitress_queue_warnings", "log_tracebacks")
     figures: dict[str, Any] = {k: _sum([p[k] for p in processes]) for k in summed}
     codes = [p["exit_code"] for p in processes]
@@ -614,7 +633,8 @@ def print_text(r: dict[str, Any]) -> None:
     processes = r.get("processes") or []
     split = len(processes) > 1
     print("server" + (f" (sums over {len(processes)} processes)" if split else ""))
-    print(f"  peak RSS {_f(s['peak_rss_mib'])} MiB (at end {_f(s['rss_at_end_mib'])} MiB), threads {s['threads']}")
+    print(f"  peak RSS {_f(s['peak_rss_mib'])} MiB (at end {_f(s['rss_at_end_mib'])} MiB), "
+          f"PSS {_f(s.get('pss_mib'))} MiB (shared pages counted once), threads {s['threads']}")
     print(f"  CPU s: during load {_f(s['cpu_s_load'], 2)}, load + drain {_f(s['cpu_s_total'], 2)}  "
           f"(loadgen {_f(r['helpers_cpu_s']['loadgen'], 2)}, sink {_f(r['helpers_cpu_s']['sink'], 2)})")
     print(f"  exit code {s['exit_code']}, log warnings/errors {s['log_errors']}, tracebacks {s['log_tracebacks']}, "

@@ -24,9 +24,9 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit
 
+import certifi
 import urllib3
-from requests.certs import where as default_ca_bundle
-from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPHeaderDict
 from urllib3 import exceptions as u3
 from urllib3.util import make_headers, parse_url
 
@@ -71,7 +71,7 @@ class OutboundResponse:
     was sent, for the run history."""
 
     status: int
-    headers: CaseInsensitiveDict
+    headers: HTTPHeaderDict  # case-insensitive; one entry per name, repeated headers joined with ", "
     body: bytes
     url: str
     elapsed_ms: int
@@ -445,7 +445,7 @@ class OutboundClient:
         if verify is False:
             self._tls: dict[str, Any] = {"cert_reqs": "CERT_NONE"}
         else:
-            bundle = default_ca_bundle() if verify is True else str(verify)
+            bundle = certifi.where() if verify is True else str(verify)
             self._tls = {"cert_reqs": "CERT_REQUIRED",
                          "ca_cert_dir" if os.path.isdir(bundle) else "ca_certs": bundle}
         self.pools = urllib3.PoolManager(num_pools=pool_size, maxsize=pool_size, block=False)
@@ -505,7 +505,7 @@ class OutboundClient:
             location = raw.headers.get("Location") if status in _REDIRECTS else None
             if not location:
                 body = self._read_body(raw, prep, url, deadline, summary)
-                return OutboundResponse(status, CaseInsensitiveDict(raw.headers.itermerged()), body, prep.url,
+                return OutboundResponse(status, HTTPHeaderDict(raw.headers.itermerged()), body, prep.url,
                                         int((time.monotonic() - started) * 1000), summary)
             _discard(raw)
             next_url = urljoin(prep.url, location)

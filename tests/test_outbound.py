@@ -286,8 +286,8 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     (503, RetryableError),
 ])
 def test_raise_for_status(status: int, error: type[Exception] | None) -> None:
-    from requests.structures import CaseInsensitiveDict
-    resp = OutboundResponse(status, CaseInsensitiveDict({"Retry-After": "7", "Content-Type": "application/json"}),
+    from urllib3 import HTTPHeaderDict
+    resp = OutboundResponse(status, HTTPHeaderDict({"Retry-After": "7", "Content-Type": "application/json"}),
                             b'{"error": "nope"}', "http://x/", 1, {"method": "GET"})
     if error is None:
         raise_for_status(resp)
