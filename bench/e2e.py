@@ -4,7 +4,7 @@ Run by hand from the project checkout (see bench/README.md); it prints figures a
 asserts:
 
     python bench/e2e.py [--duration 10] [--connections 32] [--runner-threads N] [--web-threads N]
-                        [--fail-rate 0.3] [--split] [--json] [--profile FILE]
+                        [--fail-rate 0.3] [--split | --runner-process] [--json] [--profile FILE]
 
 1. a temporary instance folder (SQLite, the embedded default) and a recipe file: one recipe
    with a fixed token and one ``http_request`` step POSTing ``{"t": .., "n": ..}`` to the sink;
@@ -14,6 +14,7 @@ asserts:
    HOOKLINE_PORT, HOOKLINE_OUTBOUND_ALLOWLIST=127.0.0.0/8 (and the thread settings); with
    ``--split`` two processes on the same instance folder instead, ``hookline serve --no-worker``
    (web only) and ``hookline worker`` (runner only, HOOKLINE_POLL_INTERVAL=0.05 by default);
+   with ``--runner-process``, ``hookline serve --runner-process`` (figures over its process tree);
 4. a warm-up of a few events, then the load generator (bench/loadgen.py) in its own process
    for a fixed duration;
 5. a bounded wait until the sink has every acknowledged event, then SIGTERM to the server

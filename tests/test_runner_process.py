@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -94,44 +96,44 @@ def read_until(proc: subprocess.Popen, needle: str, timeout: float) -> str:
     raise AssertionError(f"no {needle!r} within {timeout} s:\n{''.join(seen)}")
 
 
-def test_child_runs_what_the_web_process_stores_and_is_woken_at_once(tmp_path):
+@contextmanager
+def serving_a_recipe(tmp_path: Path) -> Iterator[tuple[HttpSink, subprocess.Popen, int, str]]:
+    """A sink, a recipe delivering to it, and ``serve --runner-process`` without polling."""
     with HttpSink() as sink:
         instance = tmp_path / "instance"
         token = write_recipe(instance, sink.url)
         port = free_port()
         server = start_server(instance, port, "--runner-process", env=NO_POLLING)
         try:
-            child = runner_child(server)
-            out = read_until(server, "Hookline worker", 30)  # the child's runner is up and has looked once
-            assert f"runner: in child process {child}" in out
-            time.sleep(0.5)
-            for n in (1, 2):
-                post(port, token, n)
-                assert sink.wait_for(n, timeout=15)[-1].json() == {"n": n}  # polling would take 60 s
+            yield sink, server, port, token
         finally:
             stop(server)
-        assert server.returncode == 0
-        assert wait_gone(child, 5)
+
+
+def test_child_runs_what_the_web_process_stores_and_is_woken_at_once(tmp_path):
+    with serving_a_recipe(tmp_path) as (sink, server, port, token):
+        child = runner_child(server)
+        out = read_until(server, "Hookline worker", 30)  # the child's runner is up and has looked once
+        assert f"runner: in child process {child}" in out
+        time.sleep(0.5)
+        for n in (1, 2):
+            post(port, token, n)
+            assert sink.wait_for(n, timeout=15)[-1].json() == {"n": n}  # polling would take 60 s
+    assert server.returncode == 0
+    assert wait_gone(child, 5)
 
 
 def test_a_runner_child_that_dies_is_started_again(tmp_path):
-    with HttpSink() as sink:
-        instance = tmp_path / "instance"
-        token = write_recipe(instance, sink.url)
-        port = free_port()
-        server = start_server(instance, port, "--runner-process", env=NO_POLLING)
-        try:
-            first = runner_child(server)
-            os.kill(first, signal.SIGKILL)
-            second = runner_child(server, not_pid=first)
-            assert second != first
-            post(port, token, 7)
-            assert sink.wait_for(1, timeout=20)[0].json() == {"n": 7}
-            assert server.poll() is None  # the web process carried on all along
-        finally:
-            stop(server)
-        out = server.stdout.read().decode()
-        assert "exited with -9" in out
+    with serving_a_recipe(tmp_path) as (sink, server, port, token):
+        first = runner_child(server)
+        os.kill(first, signal.SIGKILL)
+        second = runner_child(server, not_pid=first)
+        assert second != first
+        post(port, token, 7)
+        assert sink.wait_for(1, timeout=20)[0].json() == {"n": 7}
+        assert server.poll() is None  # the web process carried on all along
+    out = server.stdout.read().decode()
+    assert "exited with -9" in out
 
 
 def test_a_killed_web_process_leaves_no_runner_behind(tmp_path):

@@ -49,7 +49,8 @@ def main(verbose: bool) -> None:
               help="Run the runner in a child process this command starts, watches and stops "
                    "(uses a second CPU core). Default: the RUNNER_PROCESS setting.")
 def serve(instance: str | None, host: str | None, port: int | None, no_worker: bool, runner_process: bool) -> None:
-    """Run the web server and (unless --no-worker) the runner in this process."""
+    """Run the web server and (unless --no-worker) the runner: in this process, or with
+    --runner-process in a child process that serve supervises."""
     from .server import serve as _serve
 
     if no_worker and runner_process:

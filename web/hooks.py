@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -28,9 +29,7 @@ from automations.ratelimit import RateLimiter, retry_after_header
 PREFIX = "/hooks/"
 METHODS = ("GET", "POST", "PUT", "PATCH")
 ALLOW = ", ".join((*METHODS, "HEAD", "OPTIONS"))
-_STATUS = {200: "200 OK", 202: "202 Accepted", 204: "204 No Content", 400: "400 Bad Request",
-           401: "401 Unauthorized", 404: "404 Not Found", 405: "405 Method Not Allowed",
-           413: "413 Content Too Large", 429: "429 Too Many Requests", 500: "500 Internal Server Error"}
+_STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 log = logging.getLogger("hookline.inbound")
 StartResponse = Callable[..., Any]
@@ -80,7 +79,7 @@ class InboundEndpoint:
             reply = Reply.error(500, "internal error")
         headers = [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body))),
                    *reply.headers.items()]
-        start_response(_STATUS.get(reply.status) or str(reply.status), headers)
+        start_response(_STATUS.get(reply.status) or f"{reply.status} Unknown", headers)
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [reply.body]
 
     def _propagate(self) -> bool:

@@ -2,8 +2,9 @@
 
 ``serve`` is the embedded default: one process, web threads and runner threads sharing one
 SQLite database. ``serve --runner-process`` moves the runner into a child process it
-supervises (web/runner_process.py), so one command uses two cores. For scale-out, run ``serve --no-worker`` (or gunicorn on ``web.wsgi:app``)
-for ingestion and any number of ``worker`` processes against PostgreSQL.
+supervises (web/runner_process.py), so one command uses two cores. For scale-out, run
+``serve --no-worker`` (or gunicorn on ``web.wsgi:app``) for ingestion and any number of
+``worker`` processes against PostgreSQL.
 """
 from __future__ import annotations
 
