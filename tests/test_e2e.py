@@ -211,8 +211,13 @@ def test_body_over_the_limit_is_413(tmp_path, sink):
                 yield b"y" * 512
         assert server.post(token, data=chunks()).status_code == 413  # chunked, no Content-Length
         assert server.post(token, data=b"x" * 1024).status_code == 202
+
+        def small_chunks():
+            yield from (b"a" * 400, b"b" * 400, b"c" * 224)
+        assert server.post(token, data=small_chunks()).status_code == 202  # chunked, exactly at the limit
         with server.app.app_context():
-            assert len(db.session.scalars(select(Event)).all()) == 1
+            bodies = sorted(e.body_raw for e in db.session.scalars(select(Event)))
+        assert bodies == [b"a" * 400 + b"b" * 400 + b"c" * 224, b"x" * 1024]
     finally:
         server.close()
 
