@@ -6,5 +6,6 @@
 # HOST = "127.0.0.1"
 # PORT = 8080
 # RUNNER_THREADS = 16
+# RUNNER_PROCESS = True                          # serve: the runner in a supervised child process (two cores)
 # MAX_BODY_BYTES = 10 * 1024 * 1024
 # OUTBOUND_ALLOWLIST = ["10.0.0.0/8"]            # private destinations outbound calls may reach
