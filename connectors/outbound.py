@@ -429,7 +429,7 @@ class OutboundClient:
     (more are opened when threads need them, and closed after use, as requests did).
     ``timeout`` is both the connect/read timeout and the deadline for the whole exchange,
     redirects and body included. ``verify`` is True, False or a CA bundle path (file or
-    directory); True uses requests' bundle (certifi) as before."""
+    directory); True uses certifi's bundle."""
 
     def __init__(self, allowlist: Sequence[str] | str = (), timeout: float = 30.0,
                  max_response_bytes: int = 5 * 1024 * 1024, user_agent: str = "Hookline/0.1",

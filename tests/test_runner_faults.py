@@ -30,7 +30,9 @@ def clock():
 
 @pytest.fixture
 def live(tmp_path, clock):
-    app = make_live_app(tmp_path, OUTBOUND_TIMEOUT=0.5, POLL_INTERVAL=0.1)
+    # Long enough that a busy machine never times out a sink that answers at once (the
+    # Retry-After tests would then see the schedule's delay); the slow-receiver test shortens it.
+    app = make_live_app(tmp_path, OUTBOUND_TIMEOUT=5.0, POLL_INTERVAL=0.1)
     app.extensions["hookline"].clock = clock
     server = LiveServer(app)
     yield server
@@ -106,10 +108,11 @@ def test_retry_waits_for_its_time_on_the_clock(live, clock):
 
 
 def test_slow_receiver_times_out_and_is_retried(live):
+    live.app.extensions["hookline"].http.timeout = 0.5
     with HttpSink(lambda req: Reply(200, "late", delay=2)) as sink:
         run_id = live.post(make(live, sink.url), json={}).json()["run_id"]
         _, steps = wait_queued_for_retry(live, run_id)
-        assert "timed out" in steps[0].error
+        assert "timed out after 0.5 s" in steps[0].error
 
 
 def test_connection_refused_and_reset_are_retried(live):
