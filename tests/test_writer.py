@@ -120,6 +120,36 @@ def test_store_many_keeps_each_event_with_its_run_and_honours_pauses(app):
             assert run.status == a.status
 
 
+def test_store_many_takes_one_insert_per_table_for_a_batch_on_sqlite(app):
+    """SQLAlchemy cannot batch ``INSERT … RETURNING`` in parameter order on SQLite and falls
+    back to a statement per row; store_many numbers the rows itself instead."""
+    from sqlalchemy import event
+
+    core = app.extensions["hookline"]
+    with app.app_context():
+        recipe = _made(recipes.create(db.session, "r", {}))
+    with core.engine.begin() as conn:  # rows already there: numbering continues after them
+        first = store_many(conn, [_unit(core, recipe, n) for n in range(3)])
+    inserts: list[tuple[str, bool]] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT"):
+            inserts.append((statement.split("(", 1)[0].strip(), executemany))
+
+    event.listen(core.engine, "before_cursor_execute", count)
+    try:
+        with core.engine.begin() as conn:
+            accepted = store_many(conn, [_unit(core, recipe, n) for n in range(3, 43)])
+    finally:
+        event.remove(core.engine, "before_cursor_execute", count)
+    assert inserts == [("INSERT INTO events", True), ("INSERT INTO runs", True)]
+    with app.app_context():
+        for n, a in enumerate(first + accepted):
+            run = db.session.get(Run, a.run_id)
+            assert db.session.get(Event, run.event_id).body == {"n": n}
+        assert db.session.query(Run).count() == db.session.query(Event).count() == 43
+
+
 def test_store_many_refuses_a_batch_with_a_gone_url(app):
     core = app.extensions["hookline"]
     with app.app_context():
