@@ -19,7 +19,9 @@ import requests
 from tests.sinks import HttpSink
 from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server, write_recipe
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the child")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="Linux only: these tests find serve's runner child process through /proc/<pid>/task/*/children")
 
 # The runner's own tick every 60 s and its dispatcher's timeout at 5x that: a run delivered
 # within seconds was started by the wake-up through the pipe, not by polling.

@@ -13,6 +13,7 @@ orphan keeps running. A child that dies is started again after a short pause.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -36,15 +37,10 @@ class RunnerProcess:
         self.instance_path = instance_path
         self.shutdown_timeout = shutdown_timeout
         self.proc: subprocess.Popen | None = None
-        self.restarts = 0
         self._wake_w: int | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
-
-    def command(self, wake_fd: int) -> list[str]:
-        return [sys.executable, "-m", "web.cli", "worker", "--instance", self.instance_path,
-                "--wake-fd", str(wake_fd)]
 
     def start(self) -> RunnerProcess:
         self._spawn()
@@ -56,7 +52,8 @@ class RunnerProcess:
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)  # a full pipe already holds a wake-up; never block a request
         try:
-            proc = subprocess.Popen(self.command(read_fd), pass_fds=(read_fd,), close_fds=True)
+            proc = subprocess.Popen([sys.executable, "-m", "web.cli", "worker", "--instance", self.instance_path,
+                                     "--wake-fd", str(read_fd)], pass_fds=(read_fd,), close_fds=True)
         except BaseException:
             os.close(write_fd)
             raise
@@ -70,12 +67,11 @@ class RunnerProcess:
 
     def notify(self) -> None:
         with self._lock:
-            if self._wake_w is None:
-                return
-            try:
-                os.write(self._wake_w, b"\x01")
-            except OSError:
-                pass  # full: a wake-up is pending anyway; child gone: the watcher starts another
+            # Full pipe: a wake-up is pending anyway. Child gone: the watcher starts another,
+            # which claims everything due when it starts.
+            if self._wake_w is not None:
+                with contextlib.suppress(OSError):
+                    os.write(self._wake_w, b"\x01")
 
     def _watch(self) -> None:
         failures = 0
@@ -94,7 +90,6 @@ class RunnerProcess:
                 return
             try:
                 self._spawn()
-                self.restarts += 1
             except OSError:
                 log.exception("could not start the runner child process")
 
