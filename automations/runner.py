@@ -13,6 +13,7 @@ import socket
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,22 @@ log = logging.getLogger("hookline.runner")
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class ClaimDue:
+    """The dispatcher's claim, as a unit of the batch writer: up to ``limit`` due runs leased
+    to ``owner``, with their rows read in the same transaction. A plain picklable object, so a
+    runner child can hand it to the web process's writer (automations/remote_writer.py)."""
+
+    owner: str
+    limit: int
+    now: datetime
+    lease: float
+
+    def __call__(self, conn: Connection) -> tuple[list[int], dict[int, Any]]:
+        ids = queue.claim_in(conn, self.owner, self.limit, self.now, self.lease)
+        return ids, load_claimed(conn, ids)
 
 
 class Runner:
@@ -122,8 +139,7 @@ class Runner:
             if room <= 0:
                 return total
             now, lease = self.core.clock.now(), self.core.lease_seconds
-            ids, rows = self.core.writer.submit(
-                lambda conn, n=room, t=now, ls=lease: self._claim(conn, n, t, ls))
+            ids, rows = self.core.writer.submit(ClaimDue(self.owner, room, now, lease))
             for rid in ids:
                 with self._lock:
                     self._inflight[rid] = self._pool.submit(self._run, rid, rows.get(rid))
@@ -132,11 +148,6 @@ class Runner:
             if len(ids) < room:
                 return total
         return total
-
-    def _claim(self, conn: Connection, limit: int, now: datetime,
-               lease: float) -> tuple[list[int], dict[int, Any]]:
-        ids = queue.claim_in(conn, self.owner, limit, now, lease)
-        return ids, load_claimed(conn, ids)
 
     def _run(self, run_id: int, claimed: Any = None) -> None:
         with self._lock:

@@ -42,11 +42,16 @@ class BatchWriter:
 
     def submit(self, work: Callable[[Connection], T], timeout: float = 60.0) -> T:
         """Run ``work(conn)`` inside the next batch; return its result once committed."""
+        return self.submit_future(work).result(timeout)
+
+    def submit_future(self, work: Callable[[Connection], Any]) -> Future:
+        """As :meth:`submit`, without waiting: the future is done once the unit is committed
+        (or has failed). For callers that relay many units at once (``WriterService``)."""
         if self._thread is None:
             self._start()
         future: Future = Future()
         self._queue.put((work, future))
-        return future.result(timeout)
+        return future
 
     def _start(self) -> None:
         with self._start_lock:

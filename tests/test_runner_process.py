@@ -117,6 +117,7 @@ def test_child_runs_what_the_web_process_stores_and_is_woken_at_once(tmp_path):
         child = runner_child(server)
         out = read_until(server, "Hookline worker", 30)  # the child's runner is up and has looked once
         assert f"runner: in child process {child}" in out
+        assert "writes through the web process" in out  # SQLite: one process holds the writer lock
         time.sleep(0.5)
         for n in (1, 2):
             post(port, token, n)

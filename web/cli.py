@@ -64,11 +64,13 @@ def serve(instance: str | None, host: str | None, port: int | None, no_worker: b
 @instance_option
 @click.option("--wake-fd", type=int, default=None, hidden=True,
               help="Pipe from serve --runner-process: wake-ups; end-of-file stops this worker.")
-def worker(instance: str | None, wake_fd: int | None) -> None:
+@click.option("--writer-fd", type=int, default=None, hidden=True,
+              help="Socket from serve --runner-process: its writer commits this worker's writes.")
+def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None) -> None:
     """Run only the runner: claim and execute due runs until SIGTERM."""
     from .server import run_worker
 
-    run_worker(_app(instance), wake_fd=wake_fd)
+    run_worker(_app(instance), wake_fd=wake_fd, writer_fd=writer_fd)
 
 
 @main.command("init-db")

@@ -5,6 +5,11 @@ process share one core. With the runner in a child process, ``serve`` uses two c
 staying one command to start and stop. The two share the instance folder (config, keys,
 SQLite file, whose writers queue on ``WriterSlot``'s file lock).
 
+On SQLite the child also writes nothing itself: a socket pair carries its units of work
+(claims, step records, finished runs) to this process's group-commit writer, so one process
+holds the database's single writer lock instead of two taking turns at it
+(automations/remote_writer.py says why that matters).
+
 A pipe joins them. The web process writes a byte after each commit that queues a run, so
 the child starts it at once instead of at its next poll; the child reads its end in a
 thread. When the web process dies, even by SIGKILL, the kernel closes the write end and the
@@ -17,11 +22,15 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+
+from automations.remote_writer import WriterService
+from automations.writer import BatchWriter
 
 log = logging.getLogger("hookline.runner_process")
 
@@ -33,10 +42,15 @@ class RunnerProcess:
     """Stands in for an in-process :class:`~automations.runner.Runner` in the web process:
     :meth:`notify` wakes the child."""
 
-    def __init__(self, instance_path: str, shutdown_timeout: float = 30.0) -> None:
+    def __init__(self, instance_path: str, shutdown_timeout: float = 30.0,
+                 writer: BatchWriter | None = None) -> None:
+        """``writer``: this process's writer, to write for the child (SQLite); None lets the
+        child write itself (PostgreSQL takes concurrent writers)."""
         self.instance_path = instance_path
         self.shutdown_timeout = shutdown_timeout
+        self.writer = writer
         self.proc: subprocess.Popen | None = None
+        self._service: WriterService | None = None
         self._wake_w: int | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -51,14 +65,27 @@ class RunnerProcess:
     def _spawn(self) -> None:
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)  # a full pipe already holds a wake-up; never block a request
+        command = [sys.executable, "-m", "web.cli", "worker", "--instance", self.instance_path,
+                   "--wake-fd", str(read_fd)]
+        ours = theirs = None
+        if self.writer is not None:
+            ours, theirs = socket.socketpair()
+            command += ["--writer-fd", str(theirs.fileno())]
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "web.cli", "worker", "--instance", self.instance_path,
-                                     "--wake-fd", str(read_fd)], pass_fds=(read_fd,), close_fds=True)
+            proc = subprocess.Popen(command, pass_fds=(read_fd,) + ((theirs.fileno(),) if theirs else ()),
+                                    close_fds=True)
         except BaseException:
             os.close(write_fd)
+            if ours is not None:
+                ours.close()
             raise
         finally:
             os.close(read_fd)
+            if theirs is not None:
+                theirs.close()
+        self._stop_service()
+        if ours is not None and self.writer is not None:
+            self._service = WriterService(ours, self.writer).start()
         with self._lock:  # closed under the lock: notify never writes to a reused descriptor number
             if self._wake_w is not None:
                 os.close(self._wake_w)
@@ -82,6 +109,7 @@ class RunnerProcess:
             code = proc.wait()
             if self._stopping.is_set():
                 return
+            self._stop_service()
             failures = 1 if time.monotonic() - started >= STABLE_AFTER else failures + 1
             delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS)) - 1]
             log.error("runner child process %s exited with %s; starting another in %.0f s "
@@ -113,7 +141,13 @@ class RunnerProcess:
             if self._wake_w is not None:
                 os.close(self._wake_w)
                 self._wake_w = None
+        self._stop_service()
         return code
+
+    def _stop_service(self) -> None:
+        service, self._service = self._service, None
+        if service is not None:
+            service.stop()
 
 
 def watch_wake_pipe(fd: int, on_wake: Callable[[], None], on_parent_gone: Callable[[], None]) -> threading.Thread:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from typing import Any
 
 from flask import Flask
 from waitress.server import create_server
 
+from automations.db import is_sqlite
 from automations.logredact import install as install_log_redaction
+from automations.remote_writer import RemoteWriter
 from automations.runner import Runner
 
 from .runner_process import RunnerProcess, watch_wake_pipe
@@ -46,7 +49,9 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
     server = make_server(app, host, port)  # bind first: a taken port starts no child
     runner: Runner | RunnerProcess | None = None
     if with_worker and runner_process:
-        runner = RunnerProcess(app.instance_path, shutdown_timeout).start()
+        core = app.extensions["hookline"]
+        runner = RunnerProcess(app.instance_path, shutdown_timeout,
+                               writer=core.writer if is_sqlite(core.engine) else None).start()
         app.extensions["hookline_runner"] = runner
         where = f"in child process {runner.proc.pid if runner.proc else '?'}"
     elif with_worker:
@@ -77,8 +82,13 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
             runner.stop(shutdown_timeout)
 
 
-def run_worker(app: Flask, shutdown_timeout: float = 30.0, wake_fd: int | None = None) -> None:
-    """``wake_fd``: the read end of the pipe from ``serve --runner-process``."""
+def run_worker(app: Flask, shutdown_timeout: float = 30.0, wake_fd: int | None = None,
+               writer_fd: int | None = None) -> None:
+    """``wake_fd``: the read end of the pipe from ``serve --runner-process``; ``writer_fd``:
+    its socket to the web process's writer, which then does this runner's writes."""
+    if writer_fd is not None:
+        core = app.extensions["hookline"]
+        core.writer = RemoteWriter(socket.socket(fileno=writer_fd), local=core.writer)
     runner = start_runner(app)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -89,6 +99,7 @@ def run_worker(app: Flask, shutdown_timeout: float = 30.0, wake_fd: int | None =
             stop.set()
 
         watch_wake_pipe(wake_fd, runner.notify, parent_gone)
-    print(f"Hookline worker {runner.owner} running ({runner.threads} threads)", flush=True)
+    writes = "; writes through the web process" if writer_fd is not None else ""
+    print(f"Hookline worker {runner.owner} running ({runner.threads} threads{writes})", flush=True)
     stop.wait()
     runner.stop(shutdown_timeout)

@@ -1,0 +1,213 @@
+"""Writing through another process's group-commit writer.
+
+SQLite has one writer at a time. When ``serve --runner-process`` runs web and runner in two
+processes, each with its own :class:`~automations.writer.BatchWriter`, the two writers queue
+for the database file's lock, and a writer holds it for far longer than its SQL takes: each
+call into sqlite3 gives up its process's GIL, and getting it back means waiting behind that
+process's busy threads (measured: 6–15 ms per transaction for well under 1 ms of SQL). So the
+runner child does not write itself: it sends each unit of work over a socket to the web
+process's writer (:class:`WriterService`), which commits it together with the webhooks it is
+storing anyway, and sends back the result or the exception (``LeaseLost`` included).
+
+Units cross as pickles: the channel is a socketpair between a parent and the child it
+started, nothing else can connect. A unit that cannot be pickled (a closure: rare upkeep work
+such as a retention purge) runs through the child's own writer instead, which is as correct,
+only slower. If the parent goes away, every pending and later submit raises
+``ConnectionError``; the run that was writing keeps its lease until it expires and is then
+taken back, as after any crash.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import pickle
+import queue
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from .writer import BatchWriter
+
+log = logging.getLogger("hookline.writer")
+
+T = TypeVar("T")
+_HEADER = struct.Struct("!I")
+MAX_FRAME = 256 * 1024 * 1024  # a step record is capped far below this; anything larger is a bug
+
+
+class ChannelClosed(ConnectionError):
+    """The other end of the writer channel is gone."""
+
+
+def _read_frame(reader: io.BufferedReader) -> bytes | None:
+    head = reader.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(head)
+    if size > MAX_FRAME:
+        raise ChannelClosed(f"writer channel: a frame of {size} bytes")
+    data = reader.read(size)
+    return data if len(data) == size else None
+
+
+def _frame(payload: Any) -> bytes:
+    data = pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data)) + data
+
+
+def _portable_exception(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else a RuntimeError that says what it was."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any exception that does not pickle is described instead
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+class RemoteWriter:
+    """Stands in for a :class:`BatchWriter` in the runner child: ``submit`` sends the unit to
+    the parent's writer and blocks until the parent has committed it (or the unit failed)."""
+
+    def __init__(self, sock: socket.socket, local: BatchWriter) -> None:
+        self._sock = sock
+        self._local = local  # for units that cannot be pickled
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future] = {}
+        self._lock = threading.Lock()  # guards _pending, _closed and the socket's send side
+        self._closed = False
+        self._reader = threading.Thread(target=self._read_replies, name="hookline-remote-writer", daemon=True)
+        self._reader.start()
+
+    def submit(self, work: Callable[..., T], timeout: float = 60.0) -> T:
+        try:
+            frame_body = pickle.dumps(work, pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return self._local.submit(work, timeout)
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise ChannelClosed("the web process's writer is gone")
+            rid = next(self._ids)
+            self._pending[rid] = future
+            try:
+                self._sock.sendall(_HEADER.pack(len(frame_body) + 8) + struct.pack("!Q", rid) + frame_body)
+            except OSError as exc:
+                self._pending.pop(rid, None)
+                raise ChannelClosed(f"the web process's writer is gone: {exc}") from exc
+        return future.result(timeout)
+
+    def _read_replies(self) -> None:
+        reader = self._sock.makefile("rb")
+        try:
+            while True:
+                data = _read_frame(reader)
+                if data is None:
+                    break
+                rid, ok, value = pickle.loads(data)
+                with self._lock:
+                    future = self._pending.pop(rid, None)
+                if future is None:
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        except (OSError, ChannelClosed, pickle.UnpicklingError) as exc:
+            log.warning("writer channel to the web process failed: %s", exc)
+        finally:
+            with self._lock:
+                self._closed = True
+                pending, self._pending = self._pending, {}
+            for future in pending.values():
+                future.set_exception(ChannelClosed("the web process's writer is gone"))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._reader.join(5)
+        self._sock.close()
+        self._local.stop()
+
+
+class WriterService:
+    """In the web process: commits the units a runner child sends, through this process's
+    writer (so they share its batches), and sends each result back. Replies are sent by a
+    thread of their own, several per ``sendall``: the writer thread only queues them, since
+    every socket call would hand the GIL away mid-batch."""
+
+    def __init__(self, sock: socket.socket, writer: BatchWriter) -> None:
+        self._sock = sock
+        self._writer = writer
+        self._replies: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._serve, name="hookline-writer-service", daemon=True)
+        self._sender = threading.Thread(target=self._send_replies, name="hookline-writer-replies", daemon=True)
+
+    def start(self) -> WriterService:
+        self._sender.start()
+        self._reader.start()
+        return self
+
+    def _serve(self) -> None:
+        reader = self._sock.makefile("rb")
+        try:
+            while True:
+                data = _read_frame(reader)
+                if data is None:
+                    break
+                (rid,) = struct.unpack_from("!Q", data)
+                try:
+                    work = pickle.loads(data[8:])
+                except Exception as exc:  # noqa: BLE001 - answered, not fatal
+                    self._replies.put(_frame((rid, False, _portable_exception(exc))))
+                    continue
+                self._writer.submit_future(work).add_done_callback(
+                    lambda f, rid=rid: self._replies.put(self._reply(rid, f)))
+        except (OSError, ChannelClosed) as exc:
+            log.warning("writer channel to the runner child failed: %s", exc)
+        finally:
+            self._replies.put(None)
+
+    @staticmethod
+    def _reply(rid: int, future: Future) -> bytes:
+        exc = future.exception()
+        if exc is not None:
+            return _frame((rid, False, _portable_exception(exc)))
+        try:
+            return _frame((rid, True, future.result()))
+        except Exception as err:  # noqa: BLE001 - a result that does not pickle
+            return _frame((rid, False, _portable_exception(err)))
+
+    def _send_replies(self) -> None:
+        while True:
+            item = self._replies.get()
+            batch = []
+            while item is not None:
+                batch.append(item)
+                try:
+                    item = self._replies.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                try:
+                    self._sock.sendall(b"".join(batch))
+                except OSError:
+                    pass  # the child is gone; _serve sees end-of-file and stops
+            if item is None:
+                return
+
+    def stop(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._reader.join(5)
+        self._sender.join(5)
+        self._sock.close()

@@ -1,0 +1,168 @@
+"""The runner child's writes through the web process's writer: results and exceptions come
+back over the socket pair, units that cannot be pickled stay local, and a vanished web
+process fails pending writes instead of hanging them."""
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
+
+import pytest
+from sqlalchemy import Connection, create_engine, select, text, update
+
+from automations import queue, recipes
+from automations.executor import LeaseLost, RunWrite
+from automations.inbound import store_many
+from automations.models import Run, StepRun
+from automations.remote_writer import ChannelClosed, RemoteWriter, WriterService
+from automations.runner import ClaimDue
+from automations.writer import BatchWriter
+from tests.test_writer import _made, _unit
+from web.extensions import db
+
+
+class Insert:
+    """Inserts one row and says which thread committed it."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __call__(self, conn: Connection) -> tuple[int, str]:
+        conn.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": self.value})
+        return self.value, threading.current_thread().name
+
+
+class Unreturnable:
+    """Commits, but its result cannot be pickled back."""
+
+    def __call__(self, conn: Connection) -> object:
+        conn.execute(text("INSERT INTO t (v) VALUES (99)"))
+        return threading.Lock()
+
+
+class RaisesLocal:
+    """Fails with an exception that cannot be pickled back (its class is local)."""
+
+    def __call__(self, conn: Connection) -> None:
+        class Local(Exception):
+            pass
+        raise Local("boom")
+
+
+class Blocks:
+    """Holds the writer until released (its event is a class attribute: the unit must pickle)."""
+
+    release: ClassVar[threading.Event] = threading.Event()
+
+    def __call__(self, conn: Connection) -> None:
+        Blocks.release.wait(10)
+
+
+@pytest.fixture
+def channel(tmp_path) -> Iterator[tuple[RemoteWriter, BatchWriter, BatchWriter]]:
+    """A remote writer (the child's side) served by a real BatchWriter (the parent's side) on
+    one SQLite file, as ``serve --runner-process`` wires them."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (v INTEGER UNIQUE)"))
+    parent_writer, child_local = BatchWriter(engine), BatchWriter(engine)
+    ours, theirs = socket.socketpair()
+    service = WriterService(ours, parent_writer).start()
+    remote = RemoteWriter(theirs, local=child_local)
+    yield remote, parent_writer, child_local
+    remote.stop()
+    service.stop()
+    parent_writer.stop()
+    engine.dispose()
+
+
+def rows(remote: RemoteWriter) -> list[int]:
+    return remote.submit(lambda conn: [v for (v,) in conn.execute(text("SELECT v FROM t ORDER BY v"))])
+
+
+def test_units_are_committed_by_the_web_process_writer_and_their_results_come_back(channel):
+    remote, _parent, _local = channel
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda n: remote.submit(Insert(n)), range(20)))
+    assert [v for v, _ in results] == list(range(20))
+    assert {thread for _, thread in results} == {"hookline-writer"}
+    assert rows(remote) == list(range(20))
+
+
+def test_an_exception_in_the_parent_is_raised_in_the_child(channel):
+    remote, _parent, _local = channel
+    remote.submit(Insert(1))
+    with pytest.raises(Exception, match="UNIQUE constraint failed"):
+        remote.submit(Insert(1))
+    with pytest.raises(TypeError, match="cannot pickle '_thread.lock' object"):
+        remote.submit(Unreturnable())
+    with pytest.raises(RuntimeError, match="^Local: boom$"):
+        remote.submit(RaisesLocal())
+    assert rows(remote) == [1, 99]  # the unit committed; only its answer could not travel
+
+
+def test_a_unit_that_cannot_be_pickled_runs_on_the_child_own_writer(channel):
+    remote, _parent, local = channel
+    assert local._thread is None
+    assert remote.submit(lambda conn: conn.execute(text("INSERT INTO t (v) VALUES (5)")).rowcount) == 1
+    assert local._thread is not None  # the lambda went through the local writer
+    assert remote.submit(Insert(6))[1] == "hookline-writer"
+
+
+def test_a_vanished_web_process_fails_pending_and_later_writes(channel):
+    remote, parent, _local = channel
+    Blocks.release.clear()
+    with ThreadPoolExecutor(2) as pool:
+        blocked = pool.submit(remote.submit, Blocks())
+        pending = pool.submit(remote.submit, Insert(7))
+        while parent._queue.qsize() < 1:  # the second unit waits behind the first in the parent
+            threading.Event().wait(0.01)
+        remote._sock.shutdown(socket.SHUT_RDWR)  # as when the parent is killed
+        with pytest.raises(ChannelClosed):
+            pending.result(5)
+        with pytest.raises(ChannelClosed):
+            blocked.result(5)
+        Blocks.release.set()
+    with pytest.raises(ChannelClosed):
+        remote.submit(Insert(8))
+
+
+def test_claims_and_lost_leases_cross_the_channel(app):
+    """The units the runner sends: a claim returns the runs' rows; a finish whose lease another
+    worker took raises LeaseLost in the child, and only that run is left alone."""
+    core = app.extensions["hookline"]
+    with app.app_context():
+        recipe = _made(recipes.create(db.session, "r", {}))
+    with core.engine.begin() as conn:
+        ids = [a.run_id for a in store_many(conn, [_unit(core, recipe, n) for n in range(3)])]
+    ours, theirs = socket.socketpair()
+    service = WriterService(ours, core.writer).start()
+    remote = RemoteWriter(theirs, local=BatchWriter(core.engine))
+    try:
+        claimed, loaded = remote.submit(ClaimDue("w1", 10, core.clock.now(), 60))
+        assert claimed == ids and sorted(loaded) == ids
+        assert loaded[ids[0]].body == {"n": 0}
+        with core.engine.begin() as conn:
+            conn.execute(update(Run).where(Run.id == ids[1]).values(lease_owner="w2"))
+            assert queue.claim_in(conn, "w3", 10, core.clock.now(), 60) == []
+
+        def finish(run_id: int) -> RunWrite:
+            return RunWrite(run_id, {"status": "succeeded", "step_index": 1, "b_id": run_id, "b_owner": "w1"},
+                            {"run_id": run_id, "step_key": "a", "position": 0, "action": "http_request",
+                             "attempt": 1, "status": "succeeded", "input": {"n": run_id}, "request": None,
+                             "response": {"status": 200}, "error": None, "started_at": core.clock.now(),
+                             "duration_ms": 3})
+
+        remote.submit(finish(ids[0]))
+        with pytest.raises(LeaseLost):
+            remote.submit(finish(ids[1]))
+    finally:
+        remote.stop()
+        service.stop()
+    with app.app_context():
+        statuses = {r.id: r.status for r in db.session.scalars(select(Run))}
+        steps = list(db.session.scalars(select(StepRun.run_id)))
+    assert statuses == {ids[0]: "succeeded", ids[1]: "running", ids[2]: "running"}
+    assert steps == [ids[0]]
