@@ -4,17 +4,21 @@ Run by hand from the project checkout (see bench/README.md); it prints figures a
 asserts:
 
     python bench/e2e.py [--duration 10] [--connections 32] [--runner-threads N] [--web-threads N]
-                        [--fail-rate 0.3] [--split | --runner-process] [--json] [--profile FILE]
+                        [--fail-rate 0.3] [--split | --runner-process | --in-process] [--json]
+                        [--profile FILE]
 
 1. a temporary instance folder (SQLite, the embedded default) and a recipe file: one recipe
    with a fixed token and one ``http_request`` step POSTing ``{"t": .., "n": ..}`` to the sink;
    imported with ``hookline import``;
 2. the sink (bench/sink.py) in its own process;
-3. the server started as the README says: ``hookline serve --instance DIR`` with
+3. the server started as the README says: ``hookline serve --instance DIR`` (its runner in a
+   child process when the machine has two or more cores; ``--in-process``: ``serve
+   --no-runner-process``, one process) with
    HOOKLINE_PORT, HOOKLINE_OUTBOUND_ALLOWLIST=127.0.0.0/8 (and the thread settings); with
    ``--split`` two processes on the same instance folder instead, ``hookline serve --no-worker``
    (web only) and ``hookline worker`` (runner only, HOOKLINE_POLL_INTERVAL=0.05 by default);
-   with ``--runner-process``, ``hookline serve --runner-process`` (figures over its process tree);
+   with ``--runner-process``, ``hookline serve --runner-process`` (figures over its process tree,
+   as whenever serve has a runner child);
 4. a warm-up of a few events, then the load generator (bench/loadgen.py) in its own process
    for a fixed duration;
 5. a bounded wait until the sink has every acknowledged event, then SIGTERM to the server
@@ -211,6 +215,7 @@ class Hookline:
     hwm_kib: int | None = None
     rss_kib: int | None = None
     pss_kib: int | None = None  # the larger of the samples at load end and when drained
+    processes_at_load_end: int | None = None  # 2: serve ran its runner in a child process
     exit_code: int | None = None
 
     @property
@@ -231,6 +236,7 @@ class Hookline:
         self.cpu_load_end = proc_cpu_seconds(self.pid)
         self.pss_kib = proc_pss_kib(self.pid)
         self.threads_at_load_end = proc_threads(self.pid)
+        self.processes_at_load_end = len(proc_tree(self.pid))
 
     def sample_drained(self) -> None:
         self.cpu_end = proc_cpu_seconds(self.pid)
@@ -360,15 +366,15 @@ def write_recipe(folder: Path, sink_url: str, retry_schedule: list[float] | None
     return path
 
 
-def plan_processes(work: Path, split: bool, runner_process: bool = False) -> list[Hookline]:
-    """What to start: ``serve`` (web + runner in one process; with ``runner_process``, the
-    runner in a child process it supervises, whose figures are counted with it), or in split
-    mode ``serve --no-worker`` and ``worker`` against the same instance folder. The web
-    process comes first."""
-    if runner_process:
-        return [Hookline("server", ["serve", "--runner-process"], work / "server.log", work / "lockstats.json")]
+def plan_processes(work: Path, split: bool, runner_process: bool | None = None) -> list[Hookline]:
+    """What to start: ``serve`` as the README does (``runner_process`` None: its default, a
+    runner child process with two or more cores; True: ``--runner-process``; False:
+    ``--no-runner-process``, web and runner in one process; a child's figures are counted
+    with its parent), or in split mode ``serve --no-worker`` and ``worker`` against the same
+    instance folder. The web process comes first."""
     if not split:
-        return [Hookline("server", ["serve"], work / "server.log", work / "lockstats.json")]
+        flag = {None: [], True: ["--runner-process"], False: ["--no-runner-process"]}[runner_process]
+        return [Hookline("server", ["serve", *flag], work / "server.log", work / "lockstats.json")]
     return [Hookline("web", ["serve", "--no-worker"], work / "web.log", work / "lockstats-web.json"),
             Hookline("worker", ["worker"], work / "worker.log", work / "lockstats-worker.json")]
 
@@ -529,7 +535,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "retry_schedule": schedule,
                 "extra_env": args.env,
                 "split": args.split,
-                "runner_process": args.runner_process,
+                "runner_process": not args.split and (hls[0].processes_at_load_end or 1) > 1,
                 "poll_interval": env.get("HOOKLINE_POLL_INTERVAL", "default"),
                 "python": platform.python_version(),
                 "sqlite": sqlite3.sqlite_version,
@@ -686,9 +692,12 @@ def main() -> int:
                     help="two processes on the same instance: `hookline serve --no-worker` (web) and "
                          f"`hookline worker` (runner; HOOKLINE_POLL_INTERVAL={SPLIT_POLL_INTERVAL} "
                          "unless --env sets it)")
-    ap.add_argument("--runner-process", action="store_true",
-                    help="`hookline serve --runner-process`: the runner in a child process that serve "
-                         "supervises and wakes through a pipe (server figures cover both processes)")
+    layout = ap.add_mutually_exclusive_group()
+    layout.add_argument("--runner-process", dest="runner_process", action="store_true", default=None,
+                        help="`hookline serve --runner-process`: the runner in a child process that serve "
+                             "supervises (the default with two or more cores; server figures cover both)")
+    layout.add_argument("--in-process", dest="runner_process", action="store_false",
+                        help="`hookline serve --no-runner-process`: web and runner threads in one process")
     ap.add_argument("--profile", default=None, metavar="FILE",
                     help="py-spy record the server during the load (single process only)")
     ap.add_argument("--profile-format", default="raw", choices=["raw", "flamegraph", "speedscope"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import ClassVar
 
 import pytest
 from sqlalchemy import Connection, create_engine, select, text, update
@@ -49,15 +49,6 @@ class RaisesLocal:
         class Local(Exception):
             pass
         raise Local("boom")
-
-
-class Blocks:
-    """Holds the writer until released (its event is a class attribute: the unit must pickle)."""
-
-    release: ClassVar[threading.Event] = threading.Event()
-
-    def __call__(self, conn: Connection) -> None:
-        Blocks.release.wait(10)
 
 
 @pytest.fixture
@@ -113,20 +104,22 @@ def test_a_unit_that_cannot_be_pickled_runs_on_the_child_own_writer(channel):
 
 def test_a_vanished_web_process_fails_pending_and_later_writes(channel):
     remote, parent, _local = channel
-    Blocks.release.clear()
-    with ThreadPoolExecutor(2) as pool:
-        blocked = pool.submit(remote.submit, Blocks())
-        pending = pool.submit(remote.submit, Insert(7))
-        while parent._queue.qsize() < 1:  # the second unit waits behind the first in the parent
-            threading.Event().wait(0.01)
+    release = threading.Event()
+    with ThreadPoolExecutor(3) as pool:
+        blocker = pool.submit(parent.submit, lambda conn: release.wait(10))  # the parent's writer is busy
+        pending = [pool.submit(remote.submit, Insert(n)) for n in (7, 8)]
+        deadline = time.monotonic() + 5
+        while parent._queue.qsize() < 2:  # both wait in the parent's queue
+            assert time.monotonic() < deadline, "the units never reached the parent's writer"
+            time.sleep(0.01)
         remote._sock.shutdown(socket.SHUT_RDWR)  # as when the parent is killed
-        with pytest.raises(ChannelClosed):
-            pending.result(5)
-        with pytest.raises(ChannelClosed):
-            blocked.result(5)
-        Blocks.release.set()
+        for future in pending:
+            with pytest.raises(ChannelClosed):
+                future.result(5)
+        release.set()
+        blocker.result(5)
     with pytest.raises(ChannelClosed):
-        remote.submit(Insert(8))
+        remote.submit(Insert(9))
 
 
 def test_claims_and_lost_leases_cross_the_channel(app):

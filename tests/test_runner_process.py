@@ -18,6 +18,7 @@ import requests
 
 from tests.sinks import HttpSink
 from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server, write_recipe
+from web.runner_process import runner_process_wanted, usable_cpus
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"),
@@ -169,3 +170,54 @@ def test_runner_process_and_no_worker_exclude_each_other(tmp_path):
                           check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "exclude each other" in proc.stderr
+
+
+@pytest.mark.parametrize(("setting", "cpus", "wanted"), [
+    ("auto", 2, True), ("auto", 8, True), ("auto", 1, False), ("AUTO", 4, True),
+    ("true", 1, True), (True, 1, True), ("on", 1, True), ("1", 1, True),
+    ("false", 8, False), (False, 8, False), ("no", 8, False), ("0", 8, False),
+])
+def test_the_setting_decides_where_the_runner_goes(setting, cpus, wanted):
+    assert runner_process_wanted(setting, cpus=cpus) is wanted
+
+
+def test_an_unknown_setting_is_refused_at_start(tmp_path):
+    env = {**os.environ, "HOOKLINE_RUNNER_PROCESS": "sometimes"}
+    proc = subprocess.run([*HOOKLINE, "serve", "--instance", str(tmp_path / "i")], check=False, cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "RUNNER_PROCESS must be auto, true or false, not 'sometimes'" in proc.stderr
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="serve's default puts the runner in a child process only "
+                                              "with two or more usable CPUs; this machine has one")
+def test_serve_by_default_runs_its_runner_in_a_child_with_two_cores(tmp_path):
+    with HttpSink() as sink:
+        instance = tmp_path / "instance"
+        token = write_recipe(instance, sink.url)
+        port = free_port()
+        server = start_server(instance, port)  # no flag, no setting: the README's command
+        try:
+            child = runner_child(server)
+            assert f"runner: in child process {child}" in read_until(server, "Hookline listening", 30)
+            post(port, token, 5)
+            assert sink.wait_for(1, timeout=20)[0].json() == {"n": 5}
+        finally:
+            stop(server)
+    assert server.returncode == 0
+
+
+def test_no_runner_process_keeps_the_runner_in_serve(tmp_path):
+    with HttpSink() as sink:
+        instance = tmp_path / "instance"
+        token = write_recipe(instance, sink.url)
+        port = free_port()
+        server = start_server(instance, port, "--no-runner-process")
+        try:
+            assert "runner: in this process" in read_until(server, "Hookline listening", 30)
+            post(port, token, 6)
+            assert sink.wait_for(1, timeout=20)[0].json() == {"n": 6}
+            assert children(server.pid) == []
+        finally:
+            stop(server)
+    assert server.returncode == 0

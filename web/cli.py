@@ -45,19 +45,26 @@ def main(verbose: bool) -> None:
 @click.option("--host", default=None, help="Bind address (default: HOST setting, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: PORT setting, 8080).")
 @click.option("--no-worker", is_flag=True, help="Serve the web UI and inbound endpoint only.")
-@click.option("--runner-process", is_flag=True,
-              help="Run the runner in a child process this command starts, watches and stops "
-                   "(uses a second CPU core). Default: the RUNNER_PROCESS setting.")
-def serve(instance: str | None, host: str | None, port: int | None, no_worker: bool, runner_process: bool) -> None:
-    """Run the web server and (unless --no-worker) the runner: in this process, or with
-    --runner-process in a child process that serve supervises."""
+@click.option("--runner-process/--no-runner-process", default=None,
+              help="Run the runner in a child process this command starts, watches and stops, so web "
+                   "and runner each get a core; or in this process. Default: the RUNNER_PROCESS setting "
+                   "(auto: a child process when two or more cores are available).")
+def serve(instance: str | None, host: str | None, port: int | None, no_worker: bool,
+          runner_process: bool | None) -> None:
+    """Run the web server and (unless --no-worker) the runner: in a child process that serve
+    supervises (the default with two or more cores), or in this process."""
+    from .runner_process import runner_process_wanted
     from .server import serve as _serve
 
     if no_worker and runner_process:
         raise click.UsageError("--no-worker and --runner-process exclude each other")
     app = _app(instance)
-    _serve(app, with_worker=not no_worker, runner_process=runner_process or app.config["RUNNER_PROCESS"],
-           host=host, port=port)
+    if runner_process is None:
+        try:
+            runner_process = runner_process_wanted(app.config["RUNNER_PROCESS"])
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    _serve(app, with_worker=not no_worker, runner_process=runner_process, host=host, port=port)
 
 
 @main.command()

@@ -22,7 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "PORT": 8080,
     "WEB_THREADS": 16,
     "RUNNER_THREADS": 16,
-    "RUNNER_PROCESS": False,       # serve: the runner in a supervised child process (a second core)
+    # serve: the runner in a child process it supervises, so web and runner get a core each:
+    # "auto" (when this process may use two or more cores, on Linux or macOS), "true", "false"
+    "RUNNER_PROCESS": "auto",
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
     "OUTBOUND_ALLOWLIST": [],      # CIDRs/hosts outbound calls may reach although not public
     "OUTBOUND_TIMEOUT": 30.0,

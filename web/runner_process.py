@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from automations.remote_writer import WriterService
 from automations.writer import BatchWriter
@@ -36,6 +37,30 @@ log = logging.getLogger("hookline.runner_process")
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n (the last repeats)
 STABLE_AFTER = 60.0  # a child that ran this long resets the restart delay
+
+
+def runner_process_wanted(setting: Any, cpus: int | None = None) -> bool:
+    """The RUNNER_PROCESS setting as a decision. ``auto`` takes the child process where it
+    pays: a second core to run on (one Python process computes on one core at a time) and
+    POSIX pipes to supervise it with. ``cpus``: the usable CPUs (default: this process's)."""
+    if isinstance(setting, bool):
+        return setting
+    value = str(setting).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value != "auto":
+        raise ValueError(f"RUNNER_PROCESS must be auto, true or false, not {setting!r}")
+    return os.name == "posix" and (usable_cpus() if cpus is None else cpus) >= 2
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or taskset's limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity masks
+        return os.cpu_count() or 1
 
 
 class RunnerProcess:
@@ -65,7 +90,8 @@ class RunnerProcess:
     def _spawn(self) -> None:
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)  # a full pipe already holds a wake-up; never block a request
-        command = [sys.executable, "-m", "web.cli", "worker", "--instance", self.instance_path,
+        verbose = ["-v"] if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else []  # as serve -v
+        command = [sys.executable, "-m", "web.cli", *verbose, "worker", "--instance", self.instance_path,
                    "--wake-fd", str(read_fd)]
         ours = theirs = None
         if self.writer is not None:
