@@ -35,7 +35,7 @@ class Core:
     clock: Clock = system_clock
     lease_seconds: int = 300
     poll_interval: float = 1.0
-    runner_threads: int = 16
+    runner_threads: int = 32
     retention_days: float = 30.0
     definitions: DefinitionCache = field(default_factory=DefinitionCache)
     session_factory: Callable[[], Session] = field(init=False)
@@ -115,6 +115,6 @@ def build_core(engine: Engine, config: dict[str, Any], instance_path: str | Path
         clock=clock,
         lease_seconds=int(config.get("LEASE_SECONDS", 300)),
         poll_interval=float(config.get("POLL_INTERVAL", 1.0)),
-        runner_threads=int(config.get("RUNNER_THREADS", 16)),
+        runner_threads=int(config.get("RUNNER_THREADS", 32)),
         retention_days=float(config.get("RETENTION_DAYS", 30)),
     )
