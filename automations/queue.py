@@ -65,6 +65,19 @@ def recover_expired(session: Session, now: datetime) -> int:
     return result.rowcount or 0
 
 
+def take_back(conn: Connection | Session, owner: str, now: datetime) -> int:
+    """Queue again every run ``owner`` holds, now, without waiting for its leases to expire:
+    for a worker known to be dead (``serve``'s runner child that exited). Its attempts
+    count, as with an expired lease. In the caller's transaction."""
+    result = conn.execute(
+        update(Run)
+        .where(Run.lease_owner == owner, Run.status == RUNNING)
+        .values(status=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
 def release(session: Session, owner: str, run_ids: list[int], now: datetime) -> int:
     """Give back runs this worker claimed but will not start (graceful shutdown). Commits."""
     if not run_ids:

@@ -48,9 +48,12 @@ class ClaimDue:
 
 
 class Runner:
-    def __init__(self, core: Core, threads: int | None = None, prefetch: int = 2) -> None:
+    def __init__(self, core: Core, threads: int | None = None, prefetch: int = 2,
+                 owner: str | None = None) -> None:
+        """``owner``: the name this runner leases runs under (default: a fresh one); it must be
+        unique among live runners."""
         self.core = core
-        self.owner = worker_id()
+        self.owner = owner or worker_id()
         self.threads = threads or core.runner_threads
         self.capacity = self.threads * prefetch  # claimed ahead so the pool never starves
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="hookline-run")
@@ -158,6 +161,9 @@ class Runner:
             execute(self.core, run_id, self.owner, claimed)
         except LeaseLost:
             log.warning("run %s: lease lost to another worker", run_id)
+        except ConnectionError as exc:  # the writer of the web process this runner writes through is gone
+            log.warning("run %s: its result could not be recorded (%s); it runs again once taken back",
+                        run_id, exc)
         except Exception:
             log.exception("run %s: unexpected failure in the runner; its lease will expire and it "
                           "will be retried", run_id)

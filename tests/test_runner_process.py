@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.sinks import HttpSink
+from tests.sinks import HttpSink, Reply
 from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server, write_recipe
 from web.runner_process import runner_process_wanted, usable_cpus
 
@@ -221,3 +221,79 @@ def test_no_runner_process_keeps_the_runner_in_serve(tmp_path):
         finally:
             stop(server)
     assert server.returncode == 0
+
+
+def test_runs_of_a_runner_child_that_died_are_taken_back_at_once(tmp_path):
+    """The child is killed while its run waits for a slow receiver. Its lease would keep the
+    run for LEASE_SECONDS (5 min here); serve knows the child is dead and queues it again."""
+    answered = []
+
+    def slow_first(req):
+        answered.append(req)
+        return Reply(200, "ok", delay=30 if len(answered) == 1 else 0)
+
+    with HttpSink(slow_first) as sink:
+        instance = tmp_path / "instance"
+        token = write_recipe(instance, sink.url)
+        port = free_port()
+        server = start_server(instance, port, "--runner-process", env={**NO_POLLING, "HOOKLINE_LEASE_SECONDS": "300"})
+        try:
+            first = runner_child(server)
+            post(port, token, 9)
+            sink.wait_for(1, timeout=15)  # the first attempt is in flight in the child
+            os.kill(first, signal.SIGKILL)
+            runner_child(server, not_pid=first)
+            again = sink.wait_for(2, timeout=20)  # not after 5 minutes
+            assert [r.json() for r in again] == [{"n": 9}, {"n": 9}]
+            assert again[1].headers["Idempotency-Key"] == again[0].headers["Idempotency-Key"]
+        finally:
+            stop(server)
+    out = server.stdout.read().decode()
+    assert "took back 1 runs the runner child had in flight" in out
+
+
+def test_a_stopped_runner_child_never_holds_up_webhooks(tmp_path):
+    """The child writes through the web process, so it never holds SQLite's writer lock: a
+    child frozen (SIGSTOP, a debugger) mid-work leaves acknowledgements unaffected."""
+    with serving_a_recipe(tmp_path) as (sink, server, port, token):
+        child = runner_child(server)
+        read_until(server, "Hookline worker", 30)
+        for n in range(20):
+            post(port, token, n)
+        os.kill(child, signal.SIGSTOP)
+        try:
+            for n in range(20, 40):
+                started = time.monotonic()
+                post(port, token, n)
+                assert time.monotonic() - started < 3  # a held lock would stall it for 30 s
+        finally:
+            os.kill(child, signal.SIGCONT)
+        assert sorted(r.json()["n"] for r in sink.wait_for(40, timeout=30)) == list(range(40))
+
+
+def test_a_run_in_flight_when_the_web_process_dies_is_left_to_its_lease(tmp_path):
+    """Its result cannot be recorded (the writer it goes through is gone): the child says so,
+    records nothing and exits; the lease makes the run due again for the next serve."""
+    with HttpSink(lambda req: Reply(200, "ok", delay=2)) as sink:
+        instance = tmp_path / "instance"
+        token = write_recipe(instance, sink.url)
+        port = free_port()
+        server = start_server(instance, port, "--runner-process", env=NO_POLLING)
+        child = runner_child(server)
+        try:
+            post(port, token, 3)
+            sink.wait_for(1, timeout=15)
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+            assert wait_gone(child, 20), "the runner child outlived its web process"
+        finally:
+            if alive(child):
+                os.kill(child, signal.SIGKILL)
+        out = server.stdout.read().decode()  # the child wrote to the same pipe until it exited
+        assert "its result could not be recorded" in out, out
+        assert "Traceback" not in out
+        again = start_server(instance, port, "--runner-process", env=NO_POLLING)  # leases of 2 s here
+        try:
+            assert [r.json() for r in sink.wait_for(2, timeout=20)] == [{"n": 3}, {"n": 3}]
+        finally:
+            stop(again)

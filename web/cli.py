@@ -73,11 +73,13 @@ def serve(instance: str | None, host: str | None, port: int | None, no_worker: b
               help="Pipe from serve --runner-process: wake-ups; end-of-file stops this worker.")
 @click.option("--writer-fd", type=int, default=None, hidden=True,
               help="Socket from serve --runner-process: its writer commits this worker's writes.")
-def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None) -> None:
+@click.option("--owner", default=None, hidden=True,
+              help="Lease owner name chosen by serve --runner-process.")
+def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None, owner: str | None) -> None:
     """Run only the runner: claim and execute due runs until SIGTERM."""
     from .server import run_worker
 
-    run_worker(_app(instance), wake_fd=wake_fd, writer_fd=writer_fd)
+    run_worker(_app(instance), wake_fd=wake_fd, writer_fd=writer_fd, owner=owner)
 
 
 @main.command("init-db")

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from automations.remote_writer import WriterService
+from automations.runner import worker_id
 from automations.writer import BatchWriter
 
 log = logging.getLogger("hookline.runner_process")
@@ -68,12 +69,15 @@ class RunnerProcess:
     :meth:`notify` wakes the child."""
 
     def __init__(self, instance_path: str, shutdown_timeout: float = 30.0,
-                 writer: BatchWriter | None = None) -> None:
+                 writer: BatchWriter | None = None, on_exit: Callable[[str], None] | None = None) -> None:
         """``writer``: this process's writer, to write for the child (SQLite); None lets the
-        child write itself (PostgreSQL takes concurrent writers)."""
+        child write itself (PostgreSQL takes concurrent writers). ``on_exit(owner)``: called
+        after a child exited unasked, with the lease owner name its runner used."""
         self.instance_path = instance_path
         self.shutdown_timeout = shutdown_timeout
         self.writer = writer
+        self.on_exit = on_exit
+        self.owner: str | None = None
         self.proc: subprocess.Popen | None = None
         self._service: WriterService | None = None
         self._wake_w: int | None = None
@@ -91,8 +95,9 @@ class RunnerProcess:
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)  # a full pipe already holds a wake-up; never block a request
         verbose = ["-v"] if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else []  # as serve -v
+        owner = worker_id()
         command = [sys.executable, "-m", "web.cli", *verbose, "worker", "--instance", self.instance_path,
-                   "--wake-fd", str(read_fd)]
+                   "--wake-fd", str(read_fd), "--owner", owner]
         ours = theirs = None
         if self.writer is not None:
             ours, theirs = socket.socketpair()
@@ -115,7 +120,7 @@ class RunnerProcess:
         with self._lock:  # closed under the lock: notify never writes to a reused descriptor number
             if self._wake_w is not None:
                 os.close(self._wake_w)
-            self._wake_w, self.proc = write_fd, proc
+            self._wake_w, self.proc, self.owner = write_fd, proc, owner
         log.info("runner started in child process %s", proc.pid)
 
     def notify(self) -> None:
@@ -135,7 +140,12 @@ class RunnerProcess:
             code = proc.wait()
             if self._stopping.is_set():
                 return
-            self._stop_service()
+            self._stop_service()  # after the last of the child's writes the writer had queued
+            if self.on_exit is not None and self.owner is not None:
+                try:
+                    self.on_exit(self.owner)
+                except Exception:  # the database may be briefly unavailable: leases still expire
+                    log.exception("could not take back the runs of runner child %s", proc.pid)
             failures = 1 if time.monotonic() - started >= STABLE_AFTER else failures + 1
             delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS)) - 1]
             log.error("runner child process %s exited with %s; starting another in %.0f s "

@@ -17,6 +17,8 @@ from typing import Any
 from flask import Flask
 from waitress.server import create_server
 
+from automations import queue
+from automations.core import Core
 from automations.db import is_sqlite
 from automations.logredact import install as install_log_redaction
 from automations.remote_writer import RemoteWriter
@@ -27,8 +29,8 @@ from .runner_process import RunnerProcess, watch_wake_pipe
 log = logging.getLogger("hookline")
 
 
-def start_runner(app: Flask) -> Runner:
-    runner = Runner(app.extensions["hookline"]).start()
+def start_runner(app: Flask, owner: str | None = None) -> Runner:
+    runner = Runner(app.extensions["hookline"], owner=owner).start()
     app.extensions["hookline_runner"] = runner
     return runner
 
@@ -51,7 +53,8 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
     if with_worker and runner_process:
         core = app.extensions["hookline"]
         runner = RunnerProcess(app.instance_path, shutdown_timeout,
-                               writer=core.writer if is_sqlite(core.engine) else None).start()
+                               writer=core.writer if is_sqlite(core.engine) else None,
+                               on_exit=lambda owner: _take_back(core, owner)).start()
         app.extensions["hookline_runner"] = runner
         where = f"in child process {runner.proc.pid if runner.proc else '?'}"
     elif with_worker:
@@ -82,14 +85,25 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
             runner.stop(shutdown_timeout)
 
 
+def _take_back(core: Core, owner: str) -> None:
+    """The runner child that leased runs as ``owner`` has exited: queue its runs again now
+    rather than when their leases expire (LEASE_SECONDS, 5 min by default). Through the
+    writer, so it commits after any of the child's writes still queued there."""
+    now = core.clock.now()
+    n = core.writer.submit(lambda conn: queue.take_back(conn, owner, now))
+    if n:
+        log.warning("took back %d runs the runner child had in flight", n)
+
+
 def run_worker(app: Flask, shutdown_timeout: float = 30.0, wake_fd: int | None = None,
-               writer_fd: int | None = None) -> None:
+               writer_fd: int | None = None, owner: str | None = None) -> None:
     """``wake_fd``: the read end of the pipe from ``serve --runner-process``; ``writer_fd``:
-    its socket to the web process's writer, which then does this runner's writes."""
+    its socket to the web process's writer, which then does this runner's writes; ``owner``:
+    the lease owner name serve chose, so it can take back this runner's runs if it dies."""
     if writer_fd is not None:
         core = app.extensions["hookline"]
         core.writer = RemoteWriter(socket.socket(fileno=writer_fd), local=core.writer)
-    runner = start_runner(app)
+    runner = start_runner(app, owner)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
