@@ -26,7 +26,7 @@ import queue
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -52,6 +52,13 @@ def _read_frame(reader: io.BufferedReader) -> bytes | None:
         raise ChannelClosed(f"writer channel: a frame of {size} bytes")
     data = reader.read(size)
     return data if len(data) == size else None
+
+
+def _frames(sock: socket.socket) -> Iterator[bytes]:
+    """Each frame from ``sock`` until the other end closes it."""
+    reader = sock.makefile("rb")
+    while (data := _read_frame(reader)) is not None:
+        yield data
 
 
 def _frame(payload: Any) -> bytes:
@@ -101,12 +108,8 @@ class RemoteWriter:
         return future.result(timeout)
 
     def _read_replies(self) -> None:
-        reader = self._sock.makefile("rb")
         try:
-            while True:
-                data = _read_frame(reader)
-                if data is None:
-                    break
+            for data in _frames(self._sock):
                 rid, ok, value = pickle.loads(data)
                 with self._lock:
                     future = self._pending.pop(rid, None)
@@ -156,12 +159,8 @@ class WriterService:
         return self
 
     def _serve(self) -> None:
-        reader = self._sock.makefile("rb")
         try:
-            while True:
-                data = _read_frame(reader)
-                if data is None:
-                    break
+            for data in _frames(self._sock):
                 (rid,) = struct.unpack_from("!Q", data)
                 try:
                     work = pickle.loads(data[8:])

@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import Connection, create_engine, select, text, update
 
 from automations import queue, recipes
-from automations.executor import LeaseLost, RunWrite
+from automations.executor import LeaseLost
 from automations.inbound import store_many
 from automations.models import Run, StepRun
 from automations.remote_writer import ChannelClosed, RemoteWriter, WriterService
 from automations.runner import ClaimDue
 from automations.writer import BatchWriter
-from tests.test_writer import _made, _unit
+from tests.test_writer import _made, _unit, finished_write
 from web.extensions import db
 
 
@@ -141,16 +141,9 @@ def test_claims_and_lost_leases_cross_the_channel(app):
             conn.execute(update(Run).where(Run.id == ids[1]).values(lease_owner="w2"))
             assert queue.claim_in(conn, "w3", 10, core.clock.now(), 60) == []
 
-        def finish(run_id: int) -> RunWrite:
-            return RunWrite(run_id, {"status": "succeeded", "step_index": 1, "b_id": run_id, "b_owner": "w1"},
-                            {"run_id": run_id, "step_key": "a", "position": 0, "action": "http_request",
-                             "attempt": 1, "status": "succeeded", "input": {"n": run_id}, "request": None,
-                             "response": {"status": 200}, "error": None, "started_at": core.clock.now(),
-                             "duration_ms": 3})
-
-        remote.submit(finish(ids[0]))
+        remote.submit(finished_write(core, ids[0], "w1"))
         with pytest.raises(LeaseLost):
-            remote.submit(finish(ids[1]))
+            remote.submit(finished_write(core, ids[1], "w1"))
     finally:
         remote.stop()
         service.stop()

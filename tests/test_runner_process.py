@@ -9,9 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -100,17 +101,31 @@ def read_until(proc: subprocess.Popen, needle: str, timeout: float) -> str:
 
 
 @contextmanager
-def serving_a_recipe(tmp_path: Path) -> Iterator[tuple[HttpSink, subprocess.Popen, int, str]]:
-    """A sink, a recipe delivering to it, and ``serve --runner-process`` without polling."""
-    with HttpSink() as sink:
+def serving_a_recipe(tmp_path: Path, args: tuple[str, ...] = ("--runner-process",), env: dict[str, str] | None = None,
+                     responder: Callable[[Any], Reply] | None = None,
+                     ) -> Iterator[tuple[HttpSink, subprocess.Popen, int, str]]:
+    """A sink, a recipe delivering to it, and ``serve ARGS`` (default: ``--runner-process``,
+    without polling) on the recipe's instance; SIGTERMed at the end."""
+    with HttpSink(responder) as sink:
         instance = tmp_path / "instance"
         token = write_recipe(instance, sink.url)
         port = free_port()
-        server = start_server(instance, port, "--runner-process", env=NO_POLLING)
+        server = start_server(instance, port, *args, env=NO_POLLING if env is None else env)
         try:
             yield sink, server, port, token
         finally:
             stop(server)
+
+
+def kill_web_process(server: subprocess.Popen, child: int) -> None:
+    """SIGKILL serve; its runner child must notice (the pipe's write end closed) and stop."""
+    try:
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        assert wait_gone(child, 20), "the runner child outlived its web process"
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_child_runs_what_the_web_process_stores_and_is_woken_at_once(tmp_path):
@@ -142,17 +157,8 @@ def test_a_runner_child_that_dies_is_started_again(tmp_path):
 
 def test_a_killed_web_process_leaves_no_runner_behind(tmp_path):
     instance = tmp_path / "instance"
-    port = free_port()
-    server = start_server(instance, port, "--runner-process", env=NO_POLLING)
-    child = runner_child(server)
-    try:
-        server.send_signal(signal.SIGKILL)
-        server.wait(10)
-        # the pipe's write end closed with the web process: the child stops by itself
-        assert wait_gone(child, 20), "the runner child outlived its web process"
-    finally:
-        if alive(child):
-            os.kill(child, signal.SIGKILL)
+    server = start_server(instance, free_port(), "--runner-process", env=NO_POLLING)
+    kill_web_process(server, runner_child(server))
 
 
 def test_sigterm_stops_web_and_runner_child(tmp_path):
@@ -192,34 +198,20 @@ def test_an_unknown_setting_is_refused_at_start(tmp_path):
 @pytest.mark.skipif(usable_cpus() < 2, reason="serve's default puts the runner in a child process only "
                                               "with two or more usable CPUs; this machine has one")
 def test_serve_by_default_runs_its_runner_in_a_child_with_two_cores(tmp_path):
-    with HttpSink() as sink:
-        instance = tmp_path / "instance"
-        token = write_recipe(instance, sink.url)
-        port = free_port()
-        server = start_server(instance, port)  # no flag, no setting: the README's command
-        try:
-            child = runner_child(server)
-            assert f"runner: in child process {child}" in read_until(server, "Hookline listening", 30)
-            post(port, token, 5)
-            assert sink.wait_for(1, timeout=20)[0].json() == {"n": 5}
-        finally:
-            stop(server)
+    with serving_a_recipe(tmp_path, args=(), env={}) as (sink, server, port, token):  # the README's command
+        child = runner_child(server)
+        assert f"runner: in child process {child}" in read_until(server, "Hookline listening", 30)
+        post(port, token, 5)
+        assert sink.wait_for(1, timeout=20)[0].json() == {"n": 5}
     assert server.returncode == 0
 
 
 def test_no_runner_process_keeps_the_runner_in_serve(tmp_path):
-    with HttpSink() as sink:
-        instance = tmp_path / "instance"
-        token = write_recipe(instance, sink.url)
-        port = free_port()
-        server = start_server(instance, port, "--no-runner-process")
-        try:
-            assert "runner: in this process" in read_until(server, "Hookline listening", 30)
-            post(port, token, 6)
-            assert sink.wait_for(1, timeout=20)[0].json() == {"n": 6}
-            assert children(server.pid) == []
-        finally:
-            stop(server)
+    with serving_a_recipe(tmp_path, args=("--no-runner-process",), env={}) as (sink, server, port, token):
+        assert "runner: in this process" in read_until(server, "Hookline listening", 30)
+        post(port, token, 6)
+        assert sink.wait_for(1, timeout=20)[0].json() == {"n": 6}
+        assert children(server.pid) == []
     assert server.returncode == 0
 
 
@@ -232,22 +224,16 @@ def test_runs_of_a_runner_child_that_died_are_taken_back_at_once(tmp_path):
         answered.append(req)
         return Reply(200, "ok", delay=30 if len(answered) == 1 else 0)
 
-    with HttpSink(slow_first) as sink:
-        instance = tmp_path / "instance"
-        token = write_recipe(instance, sink.url)
-        port = free_port()
-        server = start_server(instance, port, "--runner-process", env={**NO_POLLING, "HOOKLINE_LEASE_SECONDS": "300"})
-        try:
-            first = runner_child(server)
-            post(port, token, 9)
-            sink.wait_for(1, timeout=15)  # the first attempt is in flight in the child
-            os.kill(first, signal.SIGKILL)
-            runner_child(server, not_pid=first)
-            again = sink.wait_for(2, timeout=20)  # not after 5 minutes
-            assert [r.json() for r in again] == [{"n": 9}, {"n": 9}]
-            assert again[1].headers["Idempotency-Key"] == again[0].headers["Idempotency-Key"]
-        finally:
-            stop(server)
+    env = {**NO_POLLING, "HOOKLINE_LEASE_SECONDS": "300"}
+    with serving_a_recipe(tmp_path, env=env, responder=slow_first) as (sink, server, port, token):
+        first = runner_child(server)
+        post(port, token, 9)
+        sink.wait_for(1, timeout=15)  # the first attempt is in flight in the child
+        os.kill(first, signal.SIGKILL)
+        runner_child(server, not_pid=first)
+        again = sink.wait_for(2, timeout=20)  # not after 5 minutes
+        assert [r.json() for r in again] == [{"n": 9}, {"n": 9}]
+        assert again[1].headers["Idempotency-Key"] == again[0].headers["Idempotency-Key"]
     out = server.stdout.read().decode()
     assert "took back 1 runs the runner child had in flight" in out
 
@@ -273,26 +259,17 @@ def test_a_stopped_runner_child_never_holds_up_webhooks(tmp_path):
 
 def test_a_run_in_flight_when_the_web_process_dies_is_left_to_its_lease(tmp_path):
     """Its result cannot be recorded (the writer it goes through is gone): the child says so,
-    records nothing and exits; the lease makes the run due again for the next serve."""
-    with HttpSink(lambda req: Reply(200, "ok", delay=2)) as sink:
-        instance = tmp_path / "instance"
-        token = write_recipe(instance, sink.url)
-        port = free_port()
-        server = start_server(instance, port, "--runner-process", env=NO_POLLING)
+    records nothing and exits; the lease (2 s in these tests) makes the run due again for the
+    next serve."""
+    with serving_a_recipe(tmp_path, responder=lambda req: Reply(200, "ok", delay=2)) as (sink, server, port, token):
         child = runner_child(server)
-        try:
-            post(port, token, 3)
-            sink.wait_for(1, timeout=15)
-            server.send_signal(signal.SIGKILL)
-            server.wait(10)
-            assert wait_gone(child, 20), "the runner child outlived its web process"
-        finally:
-            if alive(child):
-                os.kill(child, signal.SIGKILL)
+        post(port, token, 3)
+        sink.wait_for(1, timeout=15)
+        kill_web_process(server, child)
         out = server.stdout.read().decode()  # the child wrote to the same pipe until it exited
         assert "its result could not be recorded" in out, out
         assert "Traceback" not in out
-        again = start_server(instance, port, "--runner-process", env=NO_POLLING)  # leases of 2 s here
+        again = start_server(tmp_path / "instance", port, "--runner-process", env=NO_POLLING)
         try:
             assert [r.json() for r in sink.wait_for(2, timeout=20)] == [{"n": 3}, {"n": 3}]
         finally:

@@ -196,6 +196,17 @@ def test_concurrent_webhooks_each_get_their_own_run(tmp_path):
 
 # --- run writes in batches ------------------------------------------------------------------
 
+def finished_write(core, run_id: int, owner: str):
+    """The write of a run that succeeded at its one step, as the executor makes it."""
+    from automations.executor import RunWrite
+
+    return RunWrite(run_id, {"status": "succeeded", "step_index": 1, "b_id": run_id, "b_owner": owner},
+                    {"run_id": run_id, "step_key": "a", "position": 0, "action": "http_request",
+                     "attempt": 1, "status": "succeeded", "input": {"n": run_id}, "request": None,
+                     "response": {"status": 200}, "error": None, "started_at": core.clock.now(),
+                     "duration_ms": 3})
+
+
 def test_run_writes_in_one_batch_fail_only_the_run_whose_lease_was_lost(app):
     from sqlalchemy import update
 
@@ -211,11 +222,7 @@ def test_run_writes_in_one_batch_fail_only_the_run_whose_lease_was_lost(app):
         conn.execute(update(Run).where(Run.id == ids[2]).values(lease_owner="w2"))  # taken over
 
     def finish(run_id: int) -> RunWrite:
-        return RunWrite(run_id, {"status": "succeeded", "step_index": 1, "b_id": run_id, "b_owner": "w1"},
-                        {"run_id": run_id, "step_key": "a", "position": 0, "action": "http_request",
-                         "attempt": 1, "status": "succeeded", "input": {"n": run_id}, "request": None,
-                         "response": {"status": 200}, "error": None, "started_at": core.clock.now(),
-                         "duration_ms": 3})
+        return finished_write(core, run_id, "w1")
 
     gate = threading.Event()
     with ThreadPoolExecutor(8) as pool:
