@@ -1,8 +1,8 @@
 """Writing through another process's group-commit writer.
 
-SQLite has one writer at a time. When ``serve --runner-process`` runs web and runner in two
-processes, each with its own :class:`~automations.writer.BatchWriter`, the two writers queue
-for the database file's lock, and a writer holds it for far longer than its SQL takes: each
+SQLite has one writer at a time. When ``serve`` runs web and runner in two processes, each
+with its own :class:`~automations.writer.BatchWriter`, the two writers queue for the
+database file's lock, and a writer holds it for far longer than its SQL takes: each
 call into sqlite3 gives up its process's GIL, and getting it back means waiting behind that
 process's busy threads (measured: 6–15 ms per transaction for well under 1 ms of SQL). So the
 runner child does not write itself: it sends each unit of work over a socket to the web

@@ -1,4 +1,5 @@
-"""The runner in a child process that ``hookline serve --runner-process`` starts, watches and stops.
+"""The runner in a child process that ``hookline serve`` starts, watches and stops (its default
+with two or more CPUs, and ``--runner-process``).
 
 One Python process runs one thread at a time (the GIL), so web and runner threads in one
 process share one core. With the runner in a child process, ``serve`` uses two cores while
@@ -13,8 +14,10 @@ holds the database's single writer lock instead of two taking turns at it
 A pipe joins them. The web process writes a byte after each commit that queues a run, so
 the child starts it at once instead of at its next poll; the child reads its end in a
 thread. When the web process dies, even by SIGKILL, the kernel closes the write end and the
-child sees end-of-file: it stops claiming, finishes its in-flight runs and exits, so no
-orphan keeps running. A child that dies is started again after a short pause.
+child sees end-of-file: it stops claiming and exits, so no orphan keeps running (on SQLite
+its in-flight runs cannot record their results without the web process's writer; their
+leases bring them back). A child that dies is started again after a short pause, and the
+runs it had leased are queued again at once: serve chose the child's lease owner name.
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Running Hookline: the web server (waitress) and the in-process runner.
+"""Running Hookline: the web server (waitress) and the runner.
 
-``serve`` is the embedded default: one process, web threads and runner threads sharing one
-SQLite database. ``serve --runner-process`` moves the runner into a child process it
-supervises (web/runner_process.py), so one command uses two cores. For scale-out, run
-``serve --no-worker`` (or gunicorn on ``web.wsgi:app``) for ingestion and any number of
-``worker`` processes against PostgreSQL.
+``serve`` is the embedded default, one command on one SQLite database. With two or more CPUs
+it runs the runner in a child process it supervises (web/runner_process.py), so web and
+runner each get a core; ``--no-runner-process`` keeps web threads and runner threads in one
+process. For scale-out, run ``serve --no-worker`` (or gunicorn on ``web.wsgi:app``) for
+ingestion and any number of ``worker`` processes against PostgreSQL.
 """
 from __future__ import annotations
 
