@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_URL": "",              # base of the inbound URLs shown to users; empty: http://HOST:PORT
     "HOST": "127.0.0.1",
     "PORT": 8080,
-    "WEB_THREADS": 16,
+    "WEB_THREADS": 32,
     "RUNNER_THREADS": 32,
     # serve: the runner in a child process it supervises, so web and runner get a core each:
     # "auto" (when this process may use two or more cores, on Linux or macOS), "true", "false"
