@@ -18,6 +18,7 @@ taken back, as after any crash.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import logging
@@ -119,8 +120,10 @@ class RemoteWriter:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
-        except (OSError, ChannelClosed, pickle.UnpicklingError) as exc:
+        except (OSError, ChannelClosed) as exc:
             log.warning("writer channel to the web process failed: %s", exc)
+        except Exception:  # a reply that does not unpickle: a bug; fail what waits, loudly
+            log.exception("writer channel to the web process: unreadable reply")
         finally:
             with self._lock:
                 self._closed = True
@@ -131,10 +134,8 @@ class RemoteWriter:
     def stop(self) -> None:
         with self._lock:
             self._closed = True
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._reader.join(5)
         self._sock.close()
         self._local.stop()
@@ -171,6 +172,8 @@ class WriterService:
                     lambda f, rid=rid: self._replies.put(self._reply(rid, f)))
         except (OSError, ChannelClosed) as exc:
             log.warning("writer channel to the runner child failed: %s", exc)
+        except Exception:  # a malformed frame: a bug; the child then sees the channel close
+            log.exception("writer channel to the runner child: unreadable request")
         finally:
             self._replies.put(None)
 
@@ -199,14 +202,14 @@ class WriterService:
                     self._sock.sendall(b"".join(batch))
                 except OSError:
                     pass  # the child is gone; _serve sees end-of-file and stops
-            if item is None:
+            if item is None:  # _serve has stopped: close, so a child still waiting is told at once
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
                 return
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._reader.join(5)
         self._sender.join(5)
         self._sock.close()

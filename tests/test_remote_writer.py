@@ -3,7 +3,9 @@ back over the socket pair, units that cannot be pickled stay local, and a vanish
 process fails pending writes instead of hanging them."""
 from __future__ import annotations
 
+import pickle
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -152,3 +154,24 @@ def test_claims_and_lost_leases_cross_the_channel(app):
         steps = list(db.session.scalars(select(StepRun.run_id)))
     assert statuses == {ids[0]: "succeeded", ids[1]: "running", ids[2]: "running"}
     assert steps == [ids[0]]
+
+
+def test_the_web_process_answers_a_unit_it_cannot_read_and_closes_on_a_malformed_frame(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    writer = BatchWriter(engine)
+    ours, theirs = socket.socketpair()
+    service = WriterService(ours, writer).start()
+    theirs.settimeout(5)
+    try:
+        garbage = b"not a pickle"
+        theirs.sendall(struct.pack("!IQ", len(garbage) + 8, 7) + garbage)  # request 7: unreadable
+        size = struct.unpack("!I", theirs.recv(4, socket.MSG_WAITALL))[0]
+        rid, ok, exc = pickle.loads(theirs.recv(size, socket.MSG_WAITALL))
+        assert (rid, ok) == (7, False) and isinstance(exc, pickle.UnpicklingError)
+        theirs.sendall(struct.pack("!I", 3) + b"abc")  # too short to carry a request id
+        assert theirs.recv(16) == b""  # closed: a child waiting on it would be told at once
+    finally:
+        service.stop()
+        theirs.close()
+        writer.stop()
+        engine.dispose()
