@@ -106,9 +106,12 @@ def test_a_unit_that_cannot_be_pickled_runs_on_the_child_own_writer(channel):
 
 def test_a_vanished_web_process_fails_pending_and_later_writes(channel):
     remote, parent, _local = channel
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
     with ThreadPoolExecutor(3) as pool:
-        blocker = pool.submit(parent.submit, lambda conn: release.wait(10))  # the parent's writer is busy
+        # the parent's writer is busy in a transaction of its own (started first, so the units
+        # below cannot join its batch: they wait in its queue)
+        blocker = pool.submit(parent.submit, lambda conn: (started.set(), release.wait(10)))
+        assert started.wait(5)
         pending = [pool.submit(remote.submit, Insert(n)) for n in (7, 8)]
         deadline = time.monotonic() + 5
         while parent._queue.qsize() < 2:  # both wait in the parent's queue
