@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.pg import temp_database
 from tests.sinks import HttpSink, Reply
 from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server, write_recipe
 from web.runner_process import runner_process_wanted, usable_cpus
@@ -274,3 +275,24 @@ def test_a_run_in_flight_when_the_web_process_dies_is_left_to_its_lease(tmp_path
             assert [r.json() for r in sink.wait_for(2, timeout=20)] == [{"n": 3}, {"n": 3}]
         finally:
             stop(again)
+
+
+@pytest.fixture
+def pg_url():
+    yield from temp_database()
+
+
+@pytest.mark.postgres
+def test_on_postgres_the_runner_child_writes_itself(tmp_path, pg_url):
+    """PostgreSQL takes concurrent writers: the child keeps its own writer there."""
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "config.py").write_text(f"DATABASE_URL = {pg_url!r}\n")
+    with serving_a_recipe(tmp_path) as (sink, server, port, token):
+        out = read_until(server, "Hookline worker", 30)
+        assert f"runner: in child process {runner_child(server)}" in out
+        assert "writes through the web process" not in out
+        for n in (1, 2):
+            post(port, token, n)
+        assert sorted(r.json()["n"] for r in sink.wait_for(2, timeout=20)) == [1, 2]
+    assert server.returncode == 0
