@@ -5,8 +5,10 @@ resuming loses nothing."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
+from sqlalchemy import Connection as DBConnection
 from sqlalchemy import select, update
 
 from connectors.base import ActionContext, ConnectorError
@@ -48,12 +50,18 @@ def _maybe_pause(core: Core, recipe_id: int, settings: dict[str, Any]) -> tuple[
     if limit <= 0 or len(last) < limit or any(s != RunStatus.DEAD.value for s in last):
         return False, name
     reason = f"paused automatically: the last {limit} runs all went dead"
-    stmt = (update(Recipe).where(Recipe.id == recipe_id, Recipe.status == RecipeStatus.ACTIVE.value)
-            .values(status=RecipeStatus.PAUSED.value, status_reason=reason))
-    paused = core.writer.submit(lambda conn: conn.execute(stmt).rowcount == 1)
+    paused = core.writer.submit(partial(_pause_if_active, recipe_id=recipe_id, reason=reason))
     if paused:
         log.warning("recipe %s (%s) %s", recipe_id, name, reason)
     return paused, name
+
+
+def _pause_if_active(conn: DBConnection, recipe_id: int, reason: str) -> bool:
+    """A unit of the batch writer; a module function (in a partial), so a runner child can
+    hand it to the web process's writer."""
+    stmt = (update(Recipe).where(Recipe.id == recipe_id, Recipe.status == RecipeStatus.ACTIVE.value)
+            .values(status=RecipeStatus.PAUSED.value, status_reason=reason))
+    return conn.execute(stmt).rowcount == 1
 
 
 def _send(core: Core, alert: dict[str, Any], context: dict[str, Any]) -> None:

@@ -53,15 +53,15 @@ _CLAIM = (
 )
 
 
-def recover_expired(session: Session, now: datetime) -> int:
-    """Put runs whose worker vanished (lease expired) back in the queue. Commits."""
-    result = session.execute(
+def recover_expired(conn: Connection | Session, now: datetime) -> int:
+    """Put runs whose worker vanished (lease expired) back in the queue. In the caller's
+    transaction (a unit of the batch writer: ``partial(recover_expired, now=...)``)."""
+    result = conn.execute(
         update(Run)
         .where(Run.status == RUNNING, Run.lease_expires_at < now)
         .values(status=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now)
         .execution_options(synchronize_session=False)
     )
-    session.commit()
     return result.rowcount or 0
 
 
@@ -78,16 +78,16 @@ def take_back(conn: Connection | Session, owner: str, now: datetime) -> int:
     return result.rowcount or 0
 
 
-def release(session: Session, owner: str, run_ids: list[int], now: datetime) -> int:
-    """Give back runs this worker claimed but will not start (graceful shutdown). Commits."""
+def release(conn: Connection | Session, owner: str, run_ids: list[int], now: datetime) -> int:
+    """Give back runs this worker claimed but will not start (graceful shutdown). In the
+    caller's transaction."""
     if not run_ids:
         return 0
-    result = session.execute(
+    result = conn.execute(
         update(Run)
         .where(Run.id.in_(run_ids), Run.lease_owner == owner, Run.status == RUNNING)
         .values(status=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now,
                 attempt=Run.attempt - 1)
         .execution_options(synchronize_session=False)
     )
-    session.commit()
     return result.rowcount or 0

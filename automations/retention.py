@@ -5,6 +5,7 @@ never purged: an acknowledged event always reaches a final state first."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import Connection, delete, exists, select
 
@@ -38,9 +39,11 @@ def purge(writer: BatchWriter, now: datetime, max_age_days: float, batch: int = 
     """Delete what is older than ``max_age_days``; returns counts. Bounded by ``max_batches``."""
     cutoff = now - timedelta(days=max_age_days)
     totals = {"runs": 0, "events": 0, "dedupe_keys": 0}
-    for name, step in (("runs", lambda c: _purge_runs(c, cutoff, batch)),
-                       ("events", lambda c: _purge_events(c, cutoff, batch)),
-                       ("dedupe_keys", lambda c: _purge_keys(c, now, batch))):
+    # partials of module functions, not closures: a runner child hands them to the web
+    # process's writer (automations/remote_writer.py) instead of writing itself
+    for name, step in (("runs", partial(_purge_runs, cutoff=cutoff, batch=batch)),
+                       ("events", partial(_purge_events, cutoff=cutoff, batch=batch)),
+                       ("dedupe_keys", partial(_purge_keys, now=now, batch=batch))):
         for _ in range(max_batches):
             n = writer.submit(step)
             totals[name] += n

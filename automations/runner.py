@@ -15,6 +15,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -68,8 +69,7 @@ class Runner:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Runner:
-        with self.core.session_factory() as s:
-            recovered = queue.recover_expired(s, self.core.clock.now())
+        recovered = self.core.writer.submit(partial(queue.recover_expired, now=self.core.clock.now()))
         if recovered:
             log.info("took back %d runs whose lease had expired", recovered)
         self._scheduler.add_job(self.notify, "interval", seconds=self.core.poll_interval,
@@ -98,8 +98,11 @@ class Runner:
         for f in futures:
             f.cancel()
         if pending:
-            with self.core.session_factory() as s:
-                queue.release(s, self.owner, pending, self.core.clock.now())
+            try:
+                self.core.writer.submit(partial(queue.release, owner=self.owner, run_ids=pending,
+                                                now=self.core.clock.now()))
+            except ConnectionError as exc:  # the web process this runner writes through is gone
+                log.warning("could not release %d claimed runs (%s); their leases will expire", len(pending), exc)
         done = threading.Event()
         threading.Thread(target=lambda: (self._pool.shutdown(wait=True), done.set()), daemon=True).start()
         if not done.wait(timeout):
@@ -109,8 +112,7 @@ class Runner:
         self._wake.set()
 
     def recover_leases(self) -> int:
-        with self.core.session_factory() as s:
-            n = queue.recover_expired(s, self.core.clock.now())
+        n = self.core.writer.submit(partial(queue.recover_expired, now=self.core.clock.now()))
         if n:
             log.warning("took back %d runs whose worker stopped holding the lease", n)
             self.notify()

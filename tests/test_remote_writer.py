@@ -10,11 +10,12 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import Connection, create_engine, select, text, update
 
-from automations import queue, recipes
+from automations import queue, recipes, retention
 from automations.executor import LeaseLost
 from automations.inbound import store_many
 from automations.models import Run, StepRun
@@ -178,3 +179,27 @@ def test_the_web_process_answers_a_unit_it_cannot_read_and_closes_on_a_malformed
         theirs.close()
         writer.stop()
         engine.dispose()
+
+
+def test_a_retention_purge_in_the_runner_child_is_written_by_the_web_process(app):
+    """Upkeep units are plain module functions in partials: they cross the channel like the
+    run writes, so the child does not take SQLite's writer lock for them either."""
+    core = app.extensions["hookline"]
+    with app.app_context():
+        recipe = _made(recipes.create(db.session, "r", {}))
+    with core.engine.begin() as conn:
+        ids = [a.run_id for a in store_many(conn, [_unit(core, recipe, n) for n in range(3)])]
+        conn.execute(update(Run).where(Run.id.in_(ids[:2])).values(status="succeeded"))
+    ours, theirs = socket.socketpair()
+    service = WriterService(ours, core.writer).start()
+    local = BatchWriter(core.engine)
+    remote = RemoteWriter(theirs, local=local)
+    try:
+        totals = retention.purge(remote, core.clock.now() + timedelta(days=31), max_age_days=30)
+        assert local._thread is None  # nothing went through the child's own writer (stop() resets it)
+    finally:
+        remote.stop()
+        service.stop()
+    assert totals == {"runs": 2, "events": 2, "dedupe_keys": 0}
+    with app.app_context():
+        assert list(db.session.scalars(select(Run.id))) == ids[2:]

@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 import threading
+from functools import partial
 from typing import Any
 
 from flask import Flask
@@ -90,7 +91,7 @@ def _take_back(core: Core, owner: str) -> None:
     rather than when their leases expire (LEASE_SECONDS, 5 min by default). Through the
     writer, so it commits after any of the child's writes still queued there."""
     now = core.clock.now()
-    n = core.writer.submit(lambda conn: queue.take_back(conn, owner, now))
+    n = core.writer.submit(partial(queue.take_back, owner=owner, now=now))
     if n:
         log.warning("took back %d runs the runner child had in flight", n)
 
