@@ -198,10 +198,8 @@ class WriterService:
                 except queue.Empty:
                     break
             if batch:
-                try:
+                with contextlib.suppress(OSError):  # the child is gone: _serve sees end-of-file and stops
                     self._sock.sendall(b"".join(batch))
-                except OSError:
-                    pass  # the child is gone; _serve sees end-of-file and stops
             if item is None:  # _serve has stopped: close, so a child still waiting is told at once
                 with contextlib.suppress(OSError):
                     self._sock.shutdown(socket.SHUT_RDWR)

@@ -125,33 +125,30 @@ def proc_cpu_seconds(pid: int) -> float | None:
     return total
 
 
-def proc_status_kib(pid: int, key: str) -> int | None:
-    """A /proc/PID/status figure in KiB (or count), summed over the process and its descendants."""
+def _proc_sum(pid: int, file: str, key: str) -> int | None:
+    """The ``key:`` figure of ``/proc/PID/<file>`` (KiB, or a count), summed over the process
+    and its descendants; None when no process had it."""
     total = None
     for p in proc_tree(pid):
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            for line in Path(f"/proc/{p}/{file}").read_text().splitlines():
                 if line.startswith(key + ":"):
                     total = (total or 0) + int(line.split()[1])
                     break
         except OSError:
-            pass
+            continue
     return total
+
+
+def proc_status_kib(pid: int, key: str) -> int | None:
+    """A /proc/PID/status figure in KiB (or count), summed over the process and its descendants."""
+    return _proc_sum(pid, "status", key)
 
 
 def proc_pss_kib(pid: int) -> int | None:
     """Proportional set size of the process and its descendants: pages shared between them
     (the interpreter, shared libraries) are counted once in total, not once per process."""
-    total = None
-    for p in proc_tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total = (total or 0) + int(line.split()[1])
-                    break
-        except OSError:
-            pass
-    return total
+    return _proc_sum(pid, "smaps_rollup", "Pss")
 
 
 def proc_threads(pid: int) -> int | None:
