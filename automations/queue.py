@@ -7,6 +7,7 @@ any number of workers can share the work without a run being claimed twice.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
@@ -53,41 +54,33 @@ _CLAIM = (
 )
 
 
-def recover_expired(conn: Connection | Session, now: datetime) -> int:
-    """Put runs whose worker vanished (lease expired) back in the queue. In the caller's
-    transaction (a unit of the batch writer: ``partial(recover_expired, now=...)``)."""
+def _requeue(conn: Connection | Session, now: datetime, *where: Any, **values: Any) -> int:
+    """Running runs matching ``where`` queued again, due ``now``, with no lease."""
     result = conn.execute(
         update(Run)
-        .where(Run.status == RUNNING, Run.lease_expires_at < now)
-        .values(status=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now)
+        .where(Run.status == RUNNING, *where)
+        .values(status=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now, **values)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
+
+
+def recover_expired(conn: Connection | Session, now: datetime) -> int:
+    """Put runs whose worker vanished (lease expired) back in the queue. In the caller's
+    transaction (a unit of the batch writer: ``partial(recover_expired, now=...)``)."""
+    return _requeue(conn, now, Run.lease_expires_at < now)
 
 
 def take_back(conn: Connection | Session, owner: str, now: datetime) -> int:
     """Queue again every run ``owner`` holds, now, without waiting for its leases to expire:
     for a worker known to be dead (``serve``'s runner child that exited). Its attempts
     count, as with an expired lease. In the caller's transaction."""
-    result = conn.execute(
-        update(Run)
-        .where(Run.lease_owner == owner, Run.status == RUNNING)
-        .values(status=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount or 0
+    return _requeue(conn, now, Run.lease_owner == owner)
 
 
 def release(conn: Connection | Session, owner: str, run_ids: list[int], now: datetime) -> int:
-    """Give back runs this worker claimed but will not start (graceful shutdown). In the
-    caller's transaction."""
+    """Give back runs this worker claimed but will not start (graceful shutdown): their
+    attempt is not counted. In the caller's transaction."""
     if not run_ids:
         return 0
-    result = conn.execute(
-        update(Run)
-        .where(Run.id.in_(run_ids), Run.lease_owner == owner, Run.status == RUNNING)
-        .values(status=QUEUED, lease_owner=None, lease_expires_at=None, next_attempt_at=now,
-                attempt=Run.attempt - 1)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount or 0
+    return _requeue(conn, now, Run.id.in_(run_ids), Run.lease_owner == owner, attempt=Run.attempt - 1)
