@@ -13,11 +13,15 @@ import click
 from automations.logredact import install as install_log_redaction
 from connectors.redaction import redact_text
 
-from .app import create_app
-
 
 def _app(instance: str | None):
-    return create_app(instance_path=str(Path(instance).resolve()) if instance else _default_instance())
+    from .app import create_app  # here, not at the top: ``worker`` never imports Flask
+
+    return create_app(instance_path=_instance_path(instance))
+
+
+def _instance_path(instance: str | None) -> str:
+    return str(Path(instance).resolve()) if instance else _default_instance()
 
 
 def _default_instance() -> str:
@@ -77,9 +81,9 @@ def serve(instance: str | None, host: str | None, port: int | None, no_worker: b
               help="Lease owner name chosen by serve --runner-process.")
 def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None, owner: str | None) -> None:
     """Run only the runner: claim and execute due runs until SIGTERM."""
-    from .server import run_worker
+    from .worker import run_worker, worker_core
 
-    run_worker(_app(instance), wake_fd=wake_fd, writer_fd=writer_fd, owner=owner)
+    run_worker(worker_core(_instance_path(instance)), wake_fd=wake_fd, writer_fd=writer_fd, owner=owner)
 
 
 @main.command("init-db")

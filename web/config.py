@@ -9,9 +9,10 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
 DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": "",            # empty: sqlite:///<instance>/hookline.db
@@ -60,35 +61,68 @@ def _coerce(raw: str, default: Any) -> Any:
 
 
 def load(app: Flask, test_config: dict[str, Any] | None) -> None:
-    app.config.from_mapping(DEFAULTS)
+    app.config.update(settings(app.instance_path, test_config))
+
+
+def settings(instance_path: str | Path, test_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The resolved configuration of an instance folder. Flask-free, so the runner child
+    (``hookline worker``) reads exactly what the web app reads without importing Flask."""
+    config: dict[str, Any] = dict(DEFAULTS)
+    instance = Path(instance_path)
     if test_config is None:
-        app.config.from_pyfile("config.py", silent=True)
+        config.update(_read_pyfile(instance / "config.py"))
         for key, default in DEFAULTS.items():
             raw = os.environ.get(f"HOOKLINE_{key}")
             if raw is not None:
-                app.config[key] = _coerce(raw, default)
+                config[key] = _coerce(raw, default)
     else:
-        app.config.update(test_config)
-    instance = Path(app.instance_path)
+        config.update(test_config)
     instance.mkdir(parents=True, exist_ok=True)
-    if not app.config["DATABASE_URL"]:
-        app.config["DATABASE_URL"] = f"sqlite:///{instance / 'hookline.db'}"
-    if not app.config["SECRET_KEY"]:
-        app.config["SECRET_KEY"] = _instance_secret(instance / "secret_key")
-    if not app.config["PUBLIC_URL"]:
-        app.config["PUBLIC_URL"] = f"http://{app.config['HOST']}:{app.config['PORT']}"
-    app.config["PUBLIC_URL"] = app.config["PUBLIC_URL"].rstrip("/")
-    secure = app.config["SECURE_COOKIES"]
+    config["DATABASE_URL"] = _database_url(config["DATABASE_URL"], instance)
+    if not config["SECRET_KEY"]:
+        config["SECRET_KEY"] = _instance_secret(instance / "secret_key")
+    if not config["PUBLIC_URL"]:
+        config["PUBLIC_URL"] = f"http://{config['HOST']}:{config['PORT']}"
+    config["PUBLIC_URL"] = config["PUBLIC_URL"].rstrip("/")
+    secure = config["SECURE_COOKIES"]
     if isinstance(secure, str):
         secure = (_coerce(secure, False) if secure.strip()
-                  else app.config["PUBLIC_URL"].lower().startswith("https://"))
-    app.config["SECURE_COOKIES"] = bool(secure)
-    app.config["SESSION_COOKIE_SECURE"] = bool(secure)
-    app.config["SESSION_COOKIE_HTTPONLY"] = True
-    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
-    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(app.config["SESSION_HOURS"]))
-    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
-    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+                  else config["PUBLIC_URL"].lower().startswith("https://"))
+    config["SECURE_COOKIES"] = bool(secure)
+    config["SESSION_COOKIE_SECURE"] = bool(secure)
+    config["SESSION_COOKIE_HTTPONLY"] = True
+    config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(config["SESSION_HOURS"]))
+    config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
+    config["MAX_CONTENT_LENGTH"] = config["MAX_BODY_BYTES"]
+    return config
+
+
+def _read_pyfile(path: Path) -> dict[str, Any]:
+    """The upper-case names ``instance/config.py`` defines (as Flask's ``from_pyfile``)."""
+    try:
+        source = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return {}
+    namespace: dict[str, Any] = {"__file__": str(path)}
+    exec(compile(source, str(path), "exec"), namespace)  # noqa: S102 - the operator's own config file
+    return {k: v for k, v in namespace.items() if k.isupper()}
+
+
+def _database_url(url: str, instance: Path) -> str:
+    """Empty: the instance's SQLite file. A relative SQLite path is relative to the instance
+    folder (as Flask-SQLAlchemy resolves it), made absolute here so the runner child, which
+    builds its engine without Flask-SQLAlchemy, opens the same file."""
+    if not url:
+        return f"sqlite:///{instance / 'hookline.db'}"
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return url
+    if parsed.query.get("uri") or Path(parsed.database).is_absolute():
+        return url
+    return parsed.set(database=str(instance / parsed.database)).render_as_string(hide_password=False)
 
 
 def _instance_secret(path: Path) -> str:

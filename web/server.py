@@ -4,13 +4,12 @@
 it runs the runner in a child process it supervises (web/runner_process.py), so web and
 runner each get a core; ``--no-runner-process`` keeps web threads and runner threads in one
 process. For scale-out, run ``serve --no-worker`` (or gunicorn on ``web.wsgi:app``) for
-ingestion and any number of ``worker`` processes against PostgreSQL.
+ingestion and any number of ``worker`` processes against PostgreSQL (web/worker.py).
 """
 from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 from functools import partial
 from typing import Any
@@ -22,10 +21,9 @@ from automations import queue
 from automations.core import Core
 from automations.db import is_sqlite
 from automations.logredact import install as install_log_redaction
-from automations.remote_writer import RemoteWriter
 from automations.runner import Runner
 
-from .runner_process import RunnerProcess, watch_wake_pipe
+from .runner_process import RunnerProcess
 
 log = logging.getLogger("hookline")
 
@@ -94,27 +92,3 @@ def _take_back(core: Core, owner: str) -> None:
     n = core.writer.submit(partial(queue.take_back, owner=owner, now=now))
     if n:
         log.warning("took back %d runs the runner child had in flight", n)
-
-
-def run_worker(app: Flask, shutdown_timeout: float = 30.0, wake_fd: int | None = None,
-               writer_fd: int | None = None, owner: str | None = None) -> None:
-    """``wake_fd``: the read end of the pipe from ``serve --runner-process``; ``writer_fd``:
-    its socket to the web process's writer, which then does this runner's writes; ``owner``:
-    the lease owner name serve chose, so it can take back this runner's runs if it dies."""
-    if writer_fd is not None:
-        core = app.extensions["hookline"]
-        core.writer = RemoteWriter(socket.socket(fileno=writer_fd), local=core.writer)
-    runner = start_runner(app, owner)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if wake_fd is not None:
-        def parent_gone() -> None:
-            log.warning("the web process that started this runner is gone: stopping")
-            stop.set()
-
-        watch_wake_pipe(wake_fd, runner.notify, parent_gone)
-    writes = "; writes through the web process" if writer_fd is not None else ""
-    print(f"Hookline worker {runner.owner} running ({runner.threads} threads{writes})", flush=True)
-    stop.wait()
-    runner.stop(shutdown_timeout)
