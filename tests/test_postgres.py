@@ -142,3 +142,39 @@ def test_webhooks_stored_in_one_batch_keep_their_own_runs_on_postgres(pg_app):
         for n, a in enumerate(accepted):
             run = db.session.get(Run, a.run_id)
             assert db.session.get(Event, run.event_id).body == {"n": n} and run.status == "queued"
+
+
+def test_webhooks_are_stored_after_the_writers_connection_was_killed(pg_app):
+    """The writer keeps its connection between batches: one that PostgreSQL dropped meanwhile
+    (a restart, an idle-connection reaper, an admin's pg_terminate_backend) must cost no write."""
+    from sqlalchemy import create_engine, text
+
+    from tests.pg import admin_url
+
+    core = pg_app.extensions["hookline"]
+    with pg_app.app_context():
+        recipe = recipes.create(db.session, "r", {})
+        rid, token = recipe.id, recipe.token
+        db.session.commit()
+
+    def store(n: int) -> int:
+        req = InboundRequest("POST", "application/json", f'{{"n": {n}}}'.encode(), {"content-type": "application/json"})
+        return accept(core.writer, core.definitions, rid, token, req).run_id
+
+    def backend_pid() -> int:
+        return core.writer.submit(lambda conn: conn.exec_driver_sql("select pg_backend_pid()").scalar())
+
+    store(0)
+    killed = backend_pid()
+    assert backend_pid() == killed  # the same connection between batches
+    admin = create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            assert conn.execute(text("select pg_terminate_backend(:p)"), {"p": killed}).scalar()
+    finally:
+        admin.dispose()
+    run_id = store(1)  # the batch fails on the dead connection, and is run again on a new one
+    assert backend_pid() != killed
+    with pg_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Run).where(Run.recipe_id == rid)) == 2
+        assert db.session.get(Run, run_id).status == "queued"
