@@ -624,6 +624,9 @@ def print_text(r: dict[str, Any]) -> None:
     non = ", ".join(f"{k}: {v}" for k, v in sorted(a["non_202"].items())) or "none"
     errs = ", ".join(f"{k}: {v}" for k, v in sorted(a["errors"].items())) or "none"
     print(f"  non-202: {non}   connection errors: {errs}   unanswered: {a['unanswered']}")
+    if a["non_202"].get("429") or a["non_202"].get(429):
+        print("  (429: more than the per-URL INBOUND_RATE, 1,000/s by default, reached the one URL; "
+              "--env HOOKLINE_INBOUND_RATE=0 measures what the server itself takes)")
     print("deliveries")
     print(f"  count {_f(d['count'])}  unique {_f(d['unique'])}  duplicates {_f(d['duplicates'])}  "
           f"missing (acked, never delivered) {_f(d['missing_acked'])}"
