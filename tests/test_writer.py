@@ -85,6 +85,28 @@ def test_a_failing_unit_fails_alone_and_the_others_commit(engine):
         assert sorted(conn.scalars(text("SELECT v FROM t"))) == [10, 11, 12, 13]
 
 
+def test_a_caller_that_waits_too_long_gets_a_timeout_and_the_writer_goes_on(engine):
+    writer = BatchWriter(engine)
+    gate, running = threading.Event(), threading.Event()
+
+    def blocker(conn: Connection) -> str:
+        running.set()
+        gate.wait(5)
+        return "done"
+
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(writer.submit, blocker)
+        assert running.wait(5)
+        with pytest.raises(TimeoutError, match="within 0.2 s"):
+            writer.submit(Insert(1), timeout=0.2)  # queued behind the blocker
+        gate.set()
+        assert first.result(5) == "done"
+    assert writer.submit(Insert(2)) == 2  # the late unit committed too, and nothing is stuck
+    writer.stop()
+    with engine.connect() as conn:
+        assert sorted(conn.scalars(text("SELECT v FROM t"))) == [1, 2]
+
+
 # --- storing webhooks in batches ----------------------------------------------------------
 
 def _made(recipe) -> SimpleNamespace:

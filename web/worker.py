@@ -2,7 +2,7 @@
 ``serve``, or a scale-out worker beside ``serve --no-worker``).
 
 It never imports Flask, Flask-SQLAlchemy, WTForms or waitress: it needs the engine, not the
-web app, and those imports and the app they build cost the process about 10 MiB of memory.
+web app, and those imports and the app they build cost the process about 8 MiB of memory.
 It reads the same configuration as the web app (web/config.py ``settings``) and builds the
 same engine core from it.
 """
