@@ -27,8 +27,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,27 +42,24 @@ class BatchWriter:
     def __init__(self, engine: Engine, max_batch: int = 256) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[Work, Future | _Waiter] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Work, Completion] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._conn: Connection | None = None  # the writer thread's own, between batches
 
     def submit(self, work: Callable[[Connection], T], timeout: float = 60.0) -> T:
         """Run ``work(conn)`` inside the next batch; return its result once committed."""
-        if self._thread is None:
-            self._start()
         waiter = _Waiter()
-        self._queue.put((work, waiter))
+        self.submit_to(work, waiter)
         return waiter.result(timeout)
 
-    def submit_future(self, work: Callable[[Connection], Any]) -> Future:
-        """As :meth:`submit`, without waiting: the future is done once the unit is committed
-        (or has failed). For callers that relay many units at once (``WriterService``)."""
+    def submit_to(self, work: Callable[[Connection], Any], completion: Completion) -> None:
+        """As :meth:`submit`, without waiting: the writer thread calls ``completion``'s
+        ``set_result`` or ``set_exception`` once the unit is committed or has failed. For
+        callers that relay many units at once (``WriterService``)."""
         if self._thread is None:
             self._start()
-        future: Future = Future()
-        self._queue.put((work, future))
-        return future
+        self._queue.put((work, completion))
 
     def _start(self) -> None:
         with self._start_lock:
@@ -100,21 +96,20 @@ class BatchWriter:
                 batch.append(nxt)
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Work, Future | _Waiter]]) -> None:
-        live = [(w, f) for w, f in batch if f.set_running_or_notify_cancel()]
+    def _commit(self, batch: list[tuple[Work, Completion]]) -> None:
         try:
             conn = self._connection()
             with conn.begin():
-                results = run_units(conn, [work for work, _f in live])
+                results = run_units(conn, [work for work, _f in batch])
         except Exception:  # noqa: BLE001 - one unit failed: run each alone so only it fails
             self._drop_connection()
-            for work, future in live:
+            for work, future in batch:
                 self._commit_one(work, future)
             return
-        for (_w, future), result in zip(live, results, strict=True):
+        for (_w, future), result in zip(batch, results, strict=True):
             future.set_result(result)
 
-    def _commit_one(self, work: Work, future: Future | _Waiter) -> None:
+    def _commit_one(self, work: Work, future: Completion) -> None:
         try:
             conn = self._connection()
             with conn.begin():
@@ -139,11 +134,20 @@ class BatchWriter:
                 log.warning("closing the writer's connection failed", exc_info=True)
 
 
+class Completion(Protocol):
+    """What the writer thread tells of a unit's outcome. Not a ``Future``: a condition
+    variable, a lock per wait and notify_all per unit cost the writer thread about 5 % of its
+    time, and nothing here is ever cancelled. Both methods run in the writer thread and
+    must not raise or block."""
+
+    def set_result(self, value: Any) -> None: ...
+
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
 class _Waiter:
-    """What :meth:`BatchWriter.submit`'s caller waits on: the part of a ``Future`` the writer
-    uses, for one waiter. Every webhook and every step result waits on one, and a ``Future``
-    (a condition variable, a lock per wait, notify_all) cost the writer thread about 5 % of
-    its time; this is one lock, released when the result is in."""
+    """:meth:`BatchWriter.submit`'s completion, for its one waiting caller: one lock,
+    released when the outcome is in."""
 
     __slots__ = ("_done", "_error", "_value")
 
@@ -152,9 +156,6 @@ class _Waiter:
         self._done.acquire()
         self._value: Any = None
         self._error: BaseException | None = None
-
-    def set_running_or_notify_cancel(self) -> bool:
-        return True  # never cancelled: its caller is blocked in result()
 
     def set_result(self, value: Any) -> None:
         self._value = value
