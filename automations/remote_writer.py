@@ -28,10 +28,9 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from .writer import BatchWriter
+from .writer import BatchWriter, Waiter
 
 log = logging.getLogger("hookline.writer")
 
@@ -84,7 +83,7 @@ class RemoteWriter:
         self._sock = sock
         self._local = local  # for units that cannot be pickled
         self._ids = itertools.count(1)
-        self._pending: dict[int, Future] = {}
+        self._pending: dict[int, Waiter] = {}
         self._lock = threading.Lock()  # guards _pending, _closed and the socket's send side
         self._closed = False
         self._reader = threading.Thread(target=self._read_replies, name="hookline-remote-writer", daemon=True)
@@ -95,31 +94,31 @@ class RemoteWriter:
             frame_body = pickle.dumps(work, pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, AttributeError, TypeError):
             return self._local.submit(work, timeout)
-        future: Future = Future()
+        waiter = Waiter()
         with self._lock:
             if self._closed:
                 raise ChannelClosed("the web process's writer is gone")
             rid = next(self._ids)
-            self._pending[rid] = future
+            self._pending[rid] = waiter
             try:
                 self._sock.sendall(_HEADER.pack(len(frame_body) + 8) + struct.pack("!Q", rid) + frame_body)
             except OSError as exc:
                 self._pending.pop(rid, None)
                 raise ChannelClosed(f"the web process's writer is gone: {exc}") from exc
-        return future.result(timeout)
+        return waiter.result(timeout)
 
     def _read_replies(self) -> None:
         try:
             for data in _frames(self._sock):
                 rid, ok, value = pickle.loads(data)
                 with self._lock:
-                    future = self._pending.pop(rid, None)
-                if future is None:
+                    waiter = self._pending.pop(rid, None)
+                if waiter is None:
                     continue
                 if ok:
-                    future.set_result(value)
+                    waiter.set_result(value)
                 else:
-                    future.set_exception(value)
+                    waiter.set_exception(value)
         except (OSError, ChannelClosed) as exc:
             log.warning("writer channel to the web process failed: %s", exc)
         except Exception:  # a reply that does not unpickle: a bug; fail what waits, loudly
@@ -128,8 +127,8 @@ class RemoteWriter:
             with self._lock:
                 self._closed = True
                 pending, self._pending = self._pending, {}
-            for future in pending.values():
-                future.set_exception(ChannelClosed("the web process's writer is gone"))
+            for waiter in pending.values():
+                waiter.set_exception(ChannelClosed("the web process's writer is gone"))
 
     def stop(self) -> None:
         with self._lock:

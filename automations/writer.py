@@ -49,7 +49,7 @@ class BatchWriter:
 
     def submit(self, work: Callable[[Connection], T], timeout: float = 60.0) -> T:
         """Run ``work(conn)`` inside the next batch; return its result once committed."""
-        waiter = _Waiter()
+        waiter = Waiter()
         self.submit_to(work, waiter)
         return waiter.result(timeout)
 
@@ -145,7 +145,7 @@ class Completion(Protocol):
     def set_exception(self, exc: BaseException) -> None: ...
 
 
-class _Waiter:
+class Waiter:
     """:meth:`BatchWriter.submit`'s completion, for its one waiting caller: one lock,
     released when the outcome is in."""
 
