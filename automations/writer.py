@@ -15,6 +15,11 @@ re-run unit by unit after a failure, it is simply called.
 Callers must not hold a write transaction of their own while they wait (they would wait
 for the writer while the writer waits for them).
 
+Under load (the last batch had more than one unit) the writer waits GATHER_SECONDS before
+it takes a batch, so the units already on their way join it: bigger batches cost less per
+unit (e2e, three interleaved pairs: 12 % more acks, 4 % more deliveries, 5 % less CPU per
+webhook). A lone request (the last batch had one unit) is committed at once.
+
 The writer thread keeps one connection checked out for its life instead of taking one from
 the pool per batch: the checkout and its return were a fifth of the writer's busy time,
 and every Python step it takes there competes for the GIL with the threads it serves. A
@@ -26,6 +31,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -35,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 log = logging.getLogger("hookline.writer")
 
 T = TypeVar("T")
+GATHER_SECONDS = 0.0002  # 0.5 and 1 ms measured the same; the shortest adds the least latency
 Work = Callable[[Connection], Any]
 
 
@@ -80,11 +87,14 @@ class BatchWriter:
             self._drop_connection()
 
     def _serve(self) -> None:
+        busy = False
         while True:
             item = self._queue.get()
             if item is None:
                 return
             batch = [item]
+            if busy:  # under load, let the units on their way join this batch
+                time.sleep(GATHER_SECONDS)
             while len(batch) < self.max_batch:
                 try:
                     nxt = self._queue.get_nowait()
@@ -94,6 +104,7 @@ class BatchWriter:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(nxt)
+            busy = len(batch) > 1
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Work, Completion]]) -> None:
