@@ -111,25 +111,25 @@ class BatchWriter:
         try:
             conn = self._connection()
             with conn.begin():
-                results = run_units(conn, [work for work, _f in batch])
+                results = run_units(conn, [work for work, _c in batch])
         except Exception:  # noqa: BLE001 - one unit failed: run each alone so only it fails
             self._drop_connection()
-            for work, future in batch:
-                self._commit_one(work, future)
+            for work, completion in batch:
+                self._commit_one(work, completion)
             return
-        for (_w, future), result in zip(batch, results, strict=True):
-            future.set_result(result)
+        for (_w, completion), result in zip(batch, results, strict=True):
+            completion.set_result(result)
 
-    def _commit_one(self, work: Work, future: Completion) -> None:
+    def _commit_one(self, work: Work, completion: Completion) -> None:
         try:
             conn = self._connection()
             with conn.begin():
                 result = work(conn)
         except Exception as exc:  # noqa: BLE001 - handed to the caller
             self._drop_connection()
-            future.set_exception(exc)
+            completion.set_exception(exc)
         else:
-            future.set_result(result)
+            completion.set_result(result)
 
     def _connection(self) -> Connection:
         if self._conn is None:
