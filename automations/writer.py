@@ -8,9 +8,13 @@ rolled back and every unit is run again alone, so only the failing one fails (un
 therefore be plain database work that can be re-run).
 
 A unit may also be *batchable*: an object with a ``batch_key`` and a ``run_many(conn,
-units)`` that does the work of several consecutive units with the same key in a few
-statements (executing a statement costs more than its rows). Alone, or when its batch is
-re-run unit by unit after a failure, it is simply called.
+units)`` that does the work of several units with the same key in a few statements
+(executing a statement costs more than its rows). Alone, or when its batch is re-run unit
+by unit after a failure, it is simply called. Batchable units must not depend on each
+other across keys: between two plain units (which keep their place, so work queued before
+a plain unit is done before it), the units of each key run together, in their order of
+arrival. Each caller has one unit in flight at a time (``submit`` blocks), so no run's two
+writes ever share a batch.
 
 Callers must not hold a write transaction of their own while they wait (they would wait
 for the writer while the writer waits for them).
@@ -185,22 +189,26 @@ class Waiter:
 
 
 def run_units(conn: Connection, works: list[Work]) -> list[Any]:
-    """Every unit's result, in order; consecutive batchable units with one key run together."""
-    results: list[Any] = []
+    """Every unit's result, in order. Between two plain units, the batchable units of each key
+    run together, whatever their order of arrival (webhooks and run results interleave)."""
+    results: list[Any] = [None] * len(works)
     i = 0
     while i < len(works):
-        key = getattr(works[i], "batch_key", None)
-        j = i + 1
-        if key is not None:
-            while j < len(works) and getattr(works[j], "batch_key", None) == key:
-                j += 1
-        if j - i > 1:
-            group = works[i:j]
-            done = group[0].run_many(conn, group)  # type: ignore[attr-defined]
-            if len(done) != len(group):
-                raise RuntimeError(f"{key}: run_many returned {len(done)} results for {len(group)} units")
-            results.extend(done)
-        else:
-            results.append(works[i](conn))
-        i = j
+        if getattr(works[i], "batch_key", None) is None:
+            results[i] = works[i](conn)
+            i += 1
+            continue
+        groups: dict[Any, list[int]] = {}
+        while i < len(works) and (key := getattr(works[i], "batch_key", None)) is not None:
+            groups.setdefault(key, []).append(i)
+            i += 1
+        for key, indexes in groups.items():
+            if len(indexes) == 1:
+                results[indexes[0]] = works[indexes[0]](conn)
+                continue
+            done = works[indexes[0]].run_many(conn, [works[k] for k in indexes])  # type: ignore[attr-defined]
+            if len(done) != len(indexes):
+                raise RuntimeError(f"{key}: run_many returned {len(done)} results for {len(indexes)} units")
+            for k, result in zip(indexes, done, strict=True):
+                results[k] = result
     return results

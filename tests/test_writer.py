@@ -60,6 +60,23 @@ def test_consecutive_batchable_units_run_together_in_order(engine):
         assert sorted(conn.scalars(text("SELECT v FROM t"))) == [1, 2, 3, 4, 5, 6]
 
 
+class Other(Insert):
+    """Another batchable kind, to interleave with ``Insert`` (as webhooks and run results do)."""
+
+    batch_key = "other"
+
+
+def test_interleaved_kinds_run_as_one_group_each_up_to_a_plain_unit(engine):
+    def plain(conn: Connection) -> str:
+        # a plain unit sees everything queued before it: three rows
+        return f"plain after {conn.scalar(text('SELECT count(*) FROM t'))}"
+
+    works: list[Any] = [Insert(1), Other(2), Insert(3), plain, Other(4), Insert(5), Other(6)]
+    with engine.begin() as conn:
+        assert run_units(conn, works) == [1, 2, 3, "plain after 3", 4, 5, 6]
+    assert Insert.calls == [("many", 2), ("one", 2), ("many", 2), ("one", 5)]
+
+
 def test_a_failing_unit_fails_alone_and_the_others_commit(engine):
     writer = BatchWriter(engine)
     gate = threading.Event()
