@@ -77,7 +77,11 @@ def _portable_exception(exc: BaseException) -> BaseException:
 
 class RemoteWriter:
     """Stands in for a :class:`BatchWriter` in the runner child: ``submit`` sends the unit to
-    the parent's writer and blocks until the parent has committed it (or the unit failed)."""
+    the parent's writer and blocks until the parent has committed it (or the unit failed).
+    ``remote`` tells callers that work done in a unit is done by the web process, so reads
+    that need not be in the unit's transaction are better done here."""
+
+    remote = True
 
     def __init__(self, sock: socket.socket, local: BatchWriter) -> None:
         self._sock = sock

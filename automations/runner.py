@@ -42,10 +42,11 @@ class ClaimDue:
     limit: int
     now: datetime
     lease: float
+    read_rows: bool = True  # False: the claimer reads them itself (see Runner.dispatch)
 
     def __call__(self, conn: Connection) -> tuple[list[int], dict[int, Any]]:
         ids = queue.claim_in(conn, self.owner, self.limit, self.now, self.lease)
-        return ids, load_claimed(conn, ids)
+        return ids, load_claimed(conn, ids) if self.read_rows else {}
 
 
 class Runner:
@@ -144,7 +145,11 @@ class Runner:
             if room <= 0:
                 return total
             now, lease = self.core.clock.now(), self.core.lease_seconds
-            ids, rows = self.core.writer.submit(ClaimDue(self.owner, room, now, lease))
+            remote = getattr(self.core.writer, "remote", False)
+            ids, rows = self.core.writer.submit(ClaimDue(self.owner, room, now, lease, read_rows=not remote))
+            if remote and ids:  # spare the web process, whose writer every write waits on, the read
+                with self.core.read_engine.connect() as conn:
+                    rows = load_claimed(conn, ids)
             for rid in ids:
                 with self._lock:
                     self._inflight[rid] = self._pool.submit(self._run, rid, rows.get(rid))

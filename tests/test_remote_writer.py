@@ -203,3 +203,47 @@ def test_a_retention_purge_in_the_runner_child_is_written_by_the_web_process(app
     assert totals == {"runs": 2, "events": 2, "dedupe_keys": 0}
     with app.app_context():
         assert list(db.session.scalars(select(Run.id))) == ids[2:]
+
+
+def test_a_runner_behind_the_channel_claims_there_and_reads_the_rows_itself(app):
+    """The web process's writer only claims (its time is what every webhook waits on); the
+    runner child reads the claimed rows through its own connection, and the runs complete."""
+    from automations.runner import Runner
+
+    core = app.extensions["hookline"]
+    with app.app_context():
+        recipe = _made(recipes.create(db.session, "r", {}))  # no steps: a run succeeds at once
+    with core.engine.begin() as conn:
+        ids = [a.run_id for a in store_many(conn, [_unit(core, recipe, n) for n in range(5)])]
+    ours, theirs = socket.socketpair()
+    service = WriterService(ours, core.writer).start()
+    remote = RemoteWriter(theirs, local=BatchWriter(core.engine))
+    claims: list[ClaimDue] = []
+    real_submit = remote.submit
+
+    def watching_submit(work, timeout=60.0):
+        if isinstance(work, ClaimDue):
+            claims.append(work)
+        return real_submit(work, timeout)
+
+    remote.submit = watching_submit  # type: ignore[method-assign]
+    local_writer, core.writer = core.writer, remote
+    runner = Runner(core, threads=3, owner="child")  # room for 6 claims
+    try:
+        assert runner.dispatch() == 5
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with app.app_context():
+                if set(db.session.scalars(select(Run.status))) == {"succeeded"}:
+                    break
+            time.sleep(0.05)
+    finally:
+        runner.stop(5)
+        core.writer = local_writer
+        remote.stop()
+        service.stop()
+    with app.app_context():
+        assert {r.id: r.status for r in db.session.scalars(select(Run))} == dict.fromkeys(ids, "succeeded")
+    assert claims and not any(c.read_rows for c in claims)
+    with core.engine.begin() as conn:  # and a claim told not to read returns no rows
+        assert ClaimDue("x", 10, core.clock.now(), 60, read_rows=False)(conn) == ([], {})
