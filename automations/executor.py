@@ -49,8 +49,6 @@ class LeaseLost(Exception):
 _RUN_COLS = (Run.id, Run.event_id, Run.recipe_id, Run.recipe_version, Run.status, Run.attempt,
              Run.lease_owner, Run.step_index, Run.outputs, Run.created_at, Run.started_at)
 _EVENT_COLS = (Event.method, Event.headers, Event.query, Event.body, Event.parse_error, Event.received_at)
-_CONNECTIONS = select(Connection.id, Connection.name, Connection.kind, Connection.settings,
-                      Connection.secret_blob).where(Connection.id.in_(bindparam("ids", expanding=True)))
 _LOAD = select(*_RUN_COLS, *_EVENT_COLS).join(Event, Event.id == Run.event_id).where(Run.id == bindparam("b_id"))
 
 
@@ -76,23 +74,26 @@ def _connection_ids(definition: dict[str, Any] | None) -> set[int]:
 
 def _load(core: Core, run_id: int, owner: str, claimed: Any = None) -> _Loaded | None:
     """The run joined with its event, its definition and its connections. ``claimed`` is the
-    row :func:`load_claimed` read; with it and a cached definition that names no connection,
-    no database access is needed at all (the hot path of every simple run)."""
+    row :func:`load_claimed` read; with it, a cached definition and connections read less than
+    a second ago, no database access is needed at all (the hot path of every run)."""
     if claimed is not None:
         definition = core.definitions.peek(claimed.recipe_id, claimed.recipe_version)
-        if definition is not None and not _connection_ids(definition):
+        if definition is not None:
             run, event = _namespaces(claimed)
-            return _Loaded(run, event, definition, {})
+            return _Loaded(run, event, definition, _connections(core, definition))
     with core.read_engine.connect() as conn:
         row = claimed if claimed is not None else conn.execute(_LOAD, {"b_id": run_id}).first()
         if row is None or row.status != RunStatus.RUNNING.value or row.lease_owner != owner:
             return None
         run, event = _namespaces(row)
         definition = core.definitions.get(conn, run.recipe_id, run.recipe_version)
-        ids = _connection_ids(definition)
-        conns = {c.id: c for c in conn.execute(_CONNECTIONS, {"ids": list(ids)})} if ids else {}
         conn.commit()
-        return _Loaded(run, event, definition, conns)
+    return _Loaded(run, event, definition, _connections(core, definition))
+
+
+def _connections(core: Core, definition: dict[str, Any] | None) -> dict[int, Any]:
+    ids = _connection_ids(definition)
+    return core.connection_rows(ids) if ids else {}
 
 
 def trigger_of(event: Event) -> dict[str, Any]:

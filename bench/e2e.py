@@ -345,7 +345,23 @@ def server_figures(processes: list[dict[str, Any]]) -> dict[str, Any]:
 
 # --- the benchmark ------------------------------------------------------------------------
 
-def write_recipe(folder: Path, sink_url: str, retry_schedule: list[float] | None) -> Path:
+SECRET_CONNECTION = "bench bearer token"
+# Creates an http_auth connection in the instance, as the UI would: its token is encrypted at
+# rest, so every run decrypts it (and the runner loads cryptography, about 7 MiB).
+_CREATE_CONNECTION = """
+import sys
+from automations import connections
+from web.app import create_app
+from web.extensions import db
+app = create_app(instance_path=sys.argv[1])
+with app.app_context():
+    connections.create(db.session, app.extensions["hookline"].secret_box, sys.argv[2], "http_auth",
+                       {"scheme": "bearer", "token": "bench-secret-token"})
+"""
+
+
+def write_recipe(folder: Path, sink_url: str, retry_schedule: list[float] | None,
+                 connection: str | None = None) -> Path:
     recipe: dict[str, Any] = {
         "name": "bench e2e",
         "token": TOKEN,
@@ -358,6 +374,8 @@ def write_recipe(folder: Path, sink_url: str, retry_schedule: list[float] | None
     }
     if retry_schedule:
         recipe["settings"] = {"retry": {"schedule": retry_schedule, "max_attempts": 50}}
+    if connection:
+        recipe["steps"][0]["connection"] = connection
     path = folder / "recipe.json"  # JSON is YAML: the import reads either
     path.write_text(json.dumps({"hookline": 1, "recipes": [recipe]}, indent=2))
     return path
@@ -420,7 +438,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # 2. the recipe, imported with the CLI
         schedule = [float(x) for x in args.retry_schedule.split(",")] if args.retry_schedule else (
             [1.0, 2.0, 4.0] if args.fail_rate else None)
-        recipe_file = write_recipe(work, sink_url, schedule)
+        if args.with_secret:
+            made = subprocess.run([sys.executable, "-c", _CREATE_CONNECTION, str(instance), SECRET_CONNECTION],
+                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+            if made.returncode != 0:
+                raise Abort(f"creating the connection failed:\n{made.stdout}{made.stderr}")
+        recipe_file = write_recipe(work, sink_url, schedule, SECRET_CONNECTION if args.with_secret else None)
         imp = subprocess.run([*hookline, "import", "--instance", str(instance), str(recipe_file)], cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=120, check=False)
         if imp.returncode != 0:
@@ -529,6 +552,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "runner_threads": args.runner_threads or "default",
                 "web_threads": args.web_threads or "default",
                 "fail_rate": args.fail_rate,
+                "with_secret": args.with_secret,
                 "retry_schedule": schedule,
                 "extra_env": args.env,
                 "split": args.split,
@@ -613,6 +637,7 @@ def print_text(r: dict[str, Any]) -> None:
     print(f"Hookline end-to-end benchmark: {c['duration_s']} s, {c['connections']} connections, "
           f"runner threads {c['runner_threads']}, web threads {c['web_threads']}"
           + (f", sink fail rate {c['fail_rate']}" if c["fail_rate"] else "")
+          + (", the step authenticates with a connection" if c.get("with_secret") else "")
           + (f", split (web + worker), poll interval {c['poll_interval']} s" if c.get("split") else "")
           + (", runner in a child process (figures: both processes)" if c.get("runner_process") else ""))
     print(f"  python {c['python']}, sqlite {c['sqlite']}, {c['cpus']} CPUs ({c['machine']})")
@@ -682,6 +707,9 @@ def main() -> int:
     ap.add_argument("--runner-threads", type=int, default=None, help="HOOKLINE_RUNNER_THREADS (default: server's)")
     ap.add_argument("--web-threads", type=int, default=None, help="HOOKLINE_WEB_THREADS (default: server's)")
     ap.add_argument("--fail-rate", type=float, default=0.0, help="fraction of deliveries the sink answers 503")
+    ap.add_argument("--with-secret", action="store_true",
+                    help="the step authenticates with a connection (a bearer token encrypted at rest), as "
+                         "most real recipes do: every run decrypts it")
     ap.add_argument("--retry-schedule", default=None,
                     help="recipe retry schedule, seconds, comma-separated (default with --fail-rate: 1,2,4)")
     ap.add_argument("--drain-timeout", type=float, default=120.0, help="max seconds to wait for deliveries")

@@ -1,5 +1,6 @@
 """Connection secrets at rest (automations/secrets.py): keys checked at start, rotation, and
-``cryptography`` loaded only when a secret is first touched."""
+``cryptography`` loaded only when a secret is first touched, connections read at most once a
+second."""
 from __future__ import annotations
 
 import subprocess
@@ -57,3 +58,37 @@ def test_cryptography_is_loaded_only_when_a_secret_is_touched(tmp_path):
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "before: False" in proc.stdout and "after: True" in proc.stdout, proc.stdout
+
+
+def test_connections_are_read_at_most_once_a_second_and_a_saved_change_applies_here_at_once(
+        tmp_path, monkeypatch):
+    """Every run and every signed webhook needs its connection: read from the database at most
+    every CONNECTIONS_TTL, except that a change saved in this process applies at once."""
+    from sqlalchemy import update
+
+    import automations.core as core_mod
+    from automations import connections
+    from automations.models import Connection
+    from web.extensions import db
+
+    app = create_app({"TESTING": True}, instance_path=str(tmp_path))
+    core = app.extensions["hookline"]
+    with app.app_context():
+        conn = connections.create(db.session, core.secret_box, "api", "http_auth",
+                                  {"scheme": "bearer", "token": "t1"})
+        cid = conn.id
+    assert core.connection_rows([cid])[cid].name == "api"
+    with core.engine.begin() as c:  # changed behind this process's back (another process's UI)
+        c.execute(update(Connection).where(Connection.id == cid).values(name="renamed"))
+    assert core.connection_rows([cid])[cid].name == "api"  # within the TTL: no database read
+    monkeypatch.setattr(core_mod, "CONNECTIONS_TTL", 0.0)
+    assert core.connection_rows([cid])[cid].name == "renamed"  # once it is up
+    monkeypatch.setattr(core_mod, "CONNECTIONS_TTL", 60.0)
+    with core.engine.begin() as c:
+        c.execute(update(Connection).where(Connection.id == cid).values(name="again"))
+    core.forget_connection(cid)  # what the connections page does after saving
+    assert core.connection_rows([cid])[cid].name == "again"
+    assert core.connection_rows([cid, 999]) == {cid: core.connection_rows([cid])[cid]}  # unknown ids: absent
+    assert core.signing_secret_blob(str(cid)) == core.connection_rows([cid])[cid].secret_blob
+    assert core.signing_secret_blob("not an id") is None
+    core.close()

@@ -81,6 +81,7 @@ def new(kind: str) -> Response | str:
             db.session.rollback()
             _show(exc, form, values)
         else:
+            core().forget_connection(conn.id)  # this process's runs use it at once; others within 1 s
             flash(f"Connection '{conn.name}' saved.", "success")
             return redirect(url_for(".index"))
     return _render(form, values, ctype, None)
@@ -104,6 +105,7 @@ def edit(conn_id: int) -> Response | str:
             db.session.rollback()
             _show(exc, form, values)
         else:
+            core().forget_connection(conn.id)  # this process's runs use it at once; others within 1 s
             flash(f"Connection '{conn.name}' saved.", "success")
             return redirect(url_for(".index"))
     return _render(form, values, ctype, conn)
@@ -119,6 +121,7 @@ def delete(conn_id: int) -> Response | str:
     name = conn.name
     try:
         connections.delete(db.session, conn)
+        core().forget_connection(conn_id)
     except ConnectionInUse as exc:
         db.session.rollback()
         flash(f"Connection '{name}' cannot be deleted: {exc}.", "error")
