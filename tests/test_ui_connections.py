@@ -56,6 +56,17 @@ def test_blank_secret_on_edit_keeps_the_saved_one(app, client):
     assert "new-Secret-77" not in client.get("/connections/1/edit").get_data(as_text=True)
 
 
+def test_a_saved_password_is_what_the_runner_uses_next_in_this_process(app, client):
+    """The engine reads connections at most once a second; saving one here must not leave
+    this process's next runs with the old password for that second."""
+    client.post("/connections/new/smtp", data=SMTP)
+    with app.app_context():
+        box = core().secret_box
+        assert connections.credentials_for(box, core().connection_rows([1])[1])["password"] == SECRET
+        client.post("/connections/1/edit", data={**SMTP, "cred-password": "new-Secret-77"})
+        assert connections.credentials_for(box, core().connection_rows([1])[1])["password"] == "new-Secret-77"
+
+
 @pytest.mark.parametrize("change, message", [
     ({"name": ""}, "is required"),
     ({"cred-host": ""}, "is required"),

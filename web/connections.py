@@ -81,7 +81,6 @@ def new(kind: str) -> Response | str:
             db.session.rollback()
             _show(exc, form, values)
         else:
-            core().forget_connection(conn.id)  # this process's runs use it at once; others within 1 s
             flash(f"Connection '{conn.name}' saved.", "success")
             return redirect(url_for(".index"))
     return _render(form, values, ctype, None)
