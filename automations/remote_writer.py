@@ -10,9 +10,9 @@ process's writer (:class:`WriterService`), which commits it together with the we
 storing anyway, and sends back the result or the exception (``LeaseLost`` included).
 
 Units cross as pickles: the channel is a socketpair between a parent and the child it
-started, nothing else can connect. A unit that cannot be pickled (a closure: rare upkeep work
-such as a retention purge) runs through the child's own writer instead, which is as correct,
-only slower. If the parent goes away, every pending and later submit raises
+started, nothing else can connect. Every unit the runner sends is picklable (claims, run
+writes, and partials of module functions for upkeep); one that is not (a closure) would run
+through the child's own writer instead, which is as correct, only slower. If the parent goes away, every pending and later submit raises
 ``ConnectionError``; the run that was writing keeps its lease until it expires and is then
 taken back, as after any crash.
 """

@@ -145,7 +145,7 @@ class Runner:
             if room <= 0:
                 return total
             now, lease = self.core.clock.now(), self.core.lease_seconds
-            remote = getattr(self.core.writer, "remote", False)
+            remote = self.core.writer.remote
             ids, rows = self.core.writer.submit(ClaimDue(self.owner, room, now, lease, read_rows=not remote))
             if remote and ids:  # spare the web process, whose writer every write waits on, the read
                 with self.core.read_engine.connect() as conn:

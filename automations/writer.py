@@ -50,6 +50,8 @@ Work = Callable[[Connection], Any]
 
 
 class BatchWriter:
+    remote = False  # its units run in this process (a RemoteWriter's in the web process)
+
     def __init__(self, engine: Engine, max_batch: int = 256) -> None:
         self.engine = engine
         self.max_batch = max_batch

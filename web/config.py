@@ -48,9 +48,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def _coerce(raw: str, default: Any) -> Any:
     if isinstance(default, bool):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        return raw.strip().lower() in TRUE_WORDS
     if isinstance(default, int):
         return int(raw)
     if isinstance(default, float):

@@ -37,6 +37,8 @@ from automations.remote_writer import WriterService
 from automations.runner import worker_id
 from automations.writer import BatchWriter
 
+from .config import FALSE_WORDS, TRUE_WORDS
+
 log = logging.getLogger("hookline.runner_process")
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n (the last repeats)
@@ -50,9 +52,9 @@ def runner_process_wanted(setting: Any, cpus: int | None = None) -> bool:
     if isinstance(setting, bool):
         return setting
     value = str(setting).strip().lower()
-    if value in ("1", "true", "yes", "on"):
+    if value in TRUE_WORDS:
         return True
-    if value in ("0", "false", "no", "off"):
+    if value in FALSE_WORDS:
         return False
     if value != "auto":
         raise ValueError(f"RUNNER_PROCESS must be auto, true or false, not {setting!r}")
