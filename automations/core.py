@@ -48,6 +48,7 @@ class Core:
     _tokens: dict[str, int] = field(default_factory=dict, init=False)
     _versions: dict[int, tuple[int | None, float]] = field(default_factory=dict, init=False)
     _connections: dict[int, tuple[Any, float]] = field(default_factory=dict, init=False)
+    _signing: dict[int, tuple[bytes, dict[str, Any]]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         configure_engine(self.engine)
@@ -107,14 +108,29 @@ class Core:
     def forget_connection(self, connection_id: int) -> None:
         """A connection was saved or deleted here: this process reads it again at once."""
         self._connections.pop(connection_id, None)
+        self._signing.pop(connection_id, None)
 
-    def signing_secret_blob(self, connection_id: Any) -> bytes | None:
+    def signing_secrets(self, connection_id: Any) -> dict[str, Any]:
+        """The decrypted secrets of a signing-secret connection ({} if there is none), for
+        verifying signed webhooks. Decrypted once per stored value, not per webhook (signed
+        ingest in-process, 16 threads: 211-223 -> 164-182 us of CPU per webhook). The
+        plaintext is kept beside the connection's cached row, like the row itself: replaced
+        when the stored value changes, dropped when a lookup finds the connection gone or
+        when it is saved or deleted here."""
         try:
             cid = int(connection_id)
         except (TypeError, ValueError):
-            return None
+            return {}
         row = self.connection_rows([cid]).get(cid)
-        return row.secret_blob if row is not None else None
+        if row is None or not row.secret_blob:
+            self._signing.pop(cid, None)
+            return {}
+        blob = bytes(row.secret_blob)
+        hit = self._signing.get(cid)
+        if hit is None or hit[0] != blob:
+            hit = (blob, self.secret_box.decrypt(blob))
+            self._signing[cid] = hit
+        return hit[1]
 
     def forget_token(self, token: str) -> None:
         self._tokens.pop(token, None)

@@ -19,7 +19,6 @@ from connectors.verifiers import (
 )
 
 from .models import Connection
-from .secrets import SecretBox
 
 SECRET_KIND = "signing_secret"
 
@@ -56,9 +55,8 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def check(cfg: Mapping[str, Any], box: SecretBox, secret_blob: bytes | None, request: SignedRequest,
-          now: float) -> None:
-    """Raise :class:`VerificationFailed` unless ``request`` is authentic."""
-    stored = box.decrypt(secret_blob)
+def check(cfg: Mapping[str, Any], stored: Mapping[str, Any], request: SignedRequest, now: float) -> None:
+    """Raise :class:`VerificationFailed` unless ``request`` is authentic. ``stored``: the
+    decrypted secrets of the recipe's signing-secret connection (``Core.signing_secrets``)."""
     secrets = [s for s in (stored.get("secret"), stored.get("previous_secret")) if s]
     verify(cfg.get("preset", ""), cfg.get("settings"), secrets, request, now)

@@ -4,7 +4,8 @@ Run by hand from the project checkout (see bench/README.md); it prints figures a
 asserts:
 
     python bench/e2e.py [--duration 10] [--connections 32] [--runner-threads N] [--web-threads N]
-                        [--fail-rate 0.3] [--split | --runner-process | --in-process] [--json]
+                        [--fail-rate 0.3] [--with-secret] [--signed]
+                        [--split | --runner-process | --in-process] [--json]
                         [--profile FILE]
 
 1. a temporary instance folder (SQLite, the embedded default) and a recipe file: one recipe
@@ -27,6 +28,8 @@ asserts:
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -81,10 +84,16 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
-def http_post_json(port: int, path: str, data: Any, timeout: float = 10.0) -> tuple[int, bytes]:
+def http_post_json(port: int, path: str, data: Any, timeout: float = 10.0,
+                   github_secret: str | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    body = json.dumps(data).encode()
+    headers = {"Content-Type": "application/json"}
+    if github_secret:
+        digest = hmac.new(github_secret.encode(), body, hashlib.sha256).hexdigest()
+        headers["X-Hub-Signature-256"] = f"sha256={digest}"
     try:
-        conn.request("POST", path, body=json.dumps(data), headers={"Content-Type": "application/json"})
+        conn.request("POST", path, body=body, headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -346,22 +355,25 @@ def server_figures(processes: list[dict[str, Any]]) -> dict[str, Any]:
 # --- the benchmark ------------------------------------------------------------------------
 
 SECRET_CONNECTION = "bench bearer token"
-# Creates an http_auth connection in the instance, as the UI would: its token is encrypted at
-# rest, so every run decrypts it (and the runner loads cryptography, about 7 MiB).
+SIGNING_CONNECTION = "bench signing secret"
+SIGNING_SECRET = "bench-github-webhook-secret"
+# Creates a connection in the instance, as the UI would: its secrets are encrypted at rest, so
+# every use decrypts them (and the process using them loads cryptography, about 7 MiB).
+# Arguments: instance folder, name, kind, the credentials as JSON.
 _CREATE_CONNECTION = """
-import sys
+import json, sys
 from automations import connections
 from web.app import create_app
 from web.extensions import db
 app = create_app(instance_path=sys.argv[1])
 with app.app_context():
-    connections.create(db.session, app.extensions["hookline"].secret_box, sys.argv[2], "http_auth",
-                       {"scheme": "bearer", "token": "bench-secret-token"})
+    connections.create(db.session, app.extensions["hookline"].secret_box, sys.argv[2], sys.argv[3],
+                       json.loads(sys.argv[4]))
 """
 
 
 def write_recipe(folder: Path, sink_url: str, retry_schedule: list[float] | None,
-                 connection: str | None = None) -> Path:
+                 connection: str | None = None, signing_connection: str | None = None) -> Path:
     recipe: dict[str, Any] = {
         "name": "bench e2e",
         "token": TOKEN,
@@ -372,8 +384,11 @@ def write_recipe(folder: Path, sink_url: str, retry_schedule: list[float] | None
             "inputs": {"method": "POST", "url": f"{sink_url}/in", "body_type": "json", "body": BODY_TEMPLATE},
         }],
     }
+    recipe["settings"] = {}
     if retry_schedule:
-        recipe["settings"] = {"retry": {"schedule": retry_schedule, "max_attempts": 50}}
+        recipe["settings"]["retry"] = {"schedule": retry_schedule, "max_attempts": 50}
+    if signing_connection:
+        recipe["settings"]["verify"] = {"preset": "github", "connection": signing_connection}
     if connection:
         recipe["steps"][0]["connection"] = connection
     path = folder / "recipe.json"  # JSON is YAML: the import reads either
@@ -438,12 +453,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # 2. the recipe, imported with the CLI
         schedule = [float(x) for x in args.retry_schedule.split(",")] if args.retry_schedule else (
             [1.0, 2.0, 4.0] if args.fail_rate else None)
-        if args.with_secret:
-            made = subprocess.run([sys.executable, "-c", _CREATE_CONNECTION, str(instance), SECRET_CONNECTION],
+        wanted = ([(SECRET_CONNECTION, "http_auth", {"scheme": "bearer", "token": "bench-secret-token"})]
+                  if args.with_secret else []) + (
+                  [(SIGNING_CONNECTION, "signing_secret", {"secret": SIGNING_SECRET})] if args.signed else [])
+        for name, kind, credentials in wanted:
+            made = subprocess.run([sys.executable, "-c", _CREATE_CONNECTION, str(instance), name, kind,
+                                   json.dumps(credentials)],
                                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
             if made.returncode != 0:
-                raise Abort(f"creating the connection failed:\n{made.stdout}{made.stderr}")
-        recipe_file = write_recipe(work, sink_url, schedule, SECRET_CONNECTION if args.with_secret else None)
+                raise Abort(f"creating the connection {name!r} failed:\n{made.stdout}{made.stderr}")
+        signing_secret = SIGNING_SECRET if args.signed else None
+        recipe_file = write_recipe(work, sink_url, schedule, SECRET_CONNECTION if args.with_secret else None,
+                                   SIGNING_CONNECTION if args.signed else None)
         imp = subprocess.run([*hookline, "import", "--instance", str(instance), str(recipe_file)], cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=120, check=False)
         if imp.returncode != 0:
@@ -460,7 +481,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # 4a. warm-up: a few events end to end, then forget them at the sink
         warm = args.warmup
         for i in range(warm):
-            status, body = http_post_json(port, hook_path, {"t": time.time(), "n": -1 - i})
+            status, body = http_post_json(port, hook_path, {"t": time.time(), "n": -1 - i},
+                                          github_secret=signing_secret)
             if status != 202:
                 raise Abort(f"warm-up request answered {status}: {body[:500]!r}\n{tail(web.log)}")
         deadline = time.monotonic() + 30
@@ -478,7 +500,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         load_out = work / "load.json"
         load = subprocess.Popen([sys.executable, str(BENCH / "loadgen.py"), f"http://127.0.0.1:{port}{hook_path}",
                                  "--duration", str(args.duration), "--connections", str(args.connections),
-                                 "--out", str(load_out), "--full"])
+                                 "--out", str(load_out), "--full",
+                                 *(["--github-secret", signing_secret] if signing_secret else [])])
         procs.append(load)
         profiler = None
         if args.profile:
@@ -553,6 +576,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "web_threads": args.web_threads or "default",
                 "fail_rate": args.fail_rate,
                 "with_secret": args.with_secret,
+                "signed": args.signed,
                 "retry_schedule": schedule,
                 "extra_env": args.env,
                 "split": args.split,
@@ -638,6 +662,7 @@ def print_text(r: dict[str, Any]) -> None:
           f"runner threads {c['runner_threads']}, web threads {c['web_threads']}"
           + (f", sink fail rate {c['fail_rate']}" if c["fail_rate"] else "")
           + (", the step authenticates with a connection" if c.get("with_secret") else "")
+          + (", every webhook signed (GitHub HMAC) and verified" if c.get("signed") else "")
           + (f", split (web + worker), poll interval {c['poll_interval']} s" if c.get("split") else "")
           + (", runner in a child process (figures: both processes)" if c.get("runner_process") else ""))
     print(f"  python {c['python']}, sqlite {c['sqlite']}, {c['cpus']} CPUs ({c['machine']})")
@@ -710,6 +735,9 @@ def main() -> int:
     ap.add_argument("--with-secret", action="store_true",
                     help="the step authenticates with a connection (a bearer token encrypted at rest), as "
                          "most real recipes do: every run decrypts it")
+    ap.add_argument("--signed", action="store_true",
+                    help="the recipe verifies signatures (GitHub preset, its secret in a connection) and the "
+                         "load generator signs every body")
     ap.add_argument("--retry-schedule", default=None,
                     help="recipe retry schedule, seconds, comma-separated (default with --fail-rate: 1,2,4)")
     ap.add_argument("--drain-timeout", type=float, default=120.0, help="max seconds to wait for deliveries")

@@ -6,7 +6,10 @@ sends ``POST <url>`` with JSON body ``{"t": time.time(), "n": <unique int>}`` ba
 finishes the request in flight and stops. Only 127.0.0.1/localhost targets are accepted.
 
     python bench/loadgen.py http://127.0.0.1:8080/hooks/TOKEN [--duration 10] [--connections 32]
-                            [--out FILE] [--full]
+                            [--github-secret SECRET] [--out FILE] [--full]
+
+``--github-secret``: sign every body as GitHub does (``X-Hub-Signature-256: sha256=<hex
+HMAC-SHA256>``), for a recipe that verifies signatures.
 
 Prints (or writes to --out) one JSON object: counts, statuses, ack latency percentiles, the
 load window (wall-clock start/end), acks per second and, with --full, the acknowledged n.
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import itertools
 import json
 import resource
@@ -32,7 +37,8 @@ MAX_REQUESTS = 10_000_000  # hard bound whatever the duration
 
 
 class Load:
-    def __init__(self, host: str, port: int, path: str, connections: int, duration: float) -> None:
+    def __init__(self, host: str, port: int, path: str, connections: int, duration: float,
+                 github_secret: str | None = None) -> None:
         self.host, self.port, self.path = host, port, path
         self.connections = connections
         self.duration = duration
@@ -47,7 +53,15 @@ class Load:
         self.connects = 0
         self.start_wall = self.end_wall = 0.0
         self.head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: hookline-bench\r\n"
-                     "Content-Type: application/json\r\nAccept: */*\r\nContent-Length: ").encode()
+                     "Content-Type: application/json\r\nAccept: */*\r\n").encode()
+        self.key = github_secret.encode() if github_secret else None
+
+    def request(self, body: bytes) -> bytes:
+        head = self.head
+        if self.key is not None:
+            digest = hmac.new(self.key, body, hashlib.sha256).hexdigest()
+            head += f"X-Hub-Signature-256: sha256={digest}\r\n".encode()
+        return head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
     async def connection(self, deadline: float) -> None:
         reader = writer = None
@@ -68,7 +82,7 @@ class Load:
                 body = json.dumps({"t": time.time(), "n": n}, separators=(",", ":")).encode()
                 t0 = time.perf_counter()
                 try:
-                    writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+                    writer.write(self.request(body))
                     msg = await asyncio.wait_for(read_message(reader), REQUEST_TIMEOUT)
                     if msg is None:
                         raise ConnectionResetError("closed by server")
@@ -141,6 +155,7 @@ def main() -> None:
     ap.add_argument("url", help="http://127.0.0.1:PORT/hooks/TOKEN")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load (max 3600)")
     ap.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (max 1000)")
+    ap.add_argument("--github-secret", default=None, help="sign each body as GitHub does, with this secret")
     ap.add_argument("--out", default=None, help="write the JSON result here instead of stdout")
     ap.add_argument("--full", action="store_true", help="include the list of acknowledged n")
     args = ap.parse_args()
@@ -150,7 +165,7 @@ def main() -> None:
     if not 0 < args.duration <= 3600 or not 0 < args.connections <= 1000:
         ap.error("--duration must be in (0, 3600] and --connections in [1, 1000]")
     path = u.path + (f"?{u.query}" if u.query else "")
-    load = Load("127.0.0.1", u.port or 80, path, args.connections, args.duration)
+    load = Load("127.0.0.1", u.port or 80, path, args.connections, args.duration, args.github_secret)
     asyncio.run(load.run())
     text = json.dumps(load.result(args.full))
     if args.out:

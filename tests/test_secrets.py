@@ -89,6 +89,40 @@ def test_connections_are_read_at_most_once_a_second_and_a_saved_change_applies_h
     core.forget_connection(cid)  # what the connections page does after saving
     assert core.connection_rows([cid])[cid].name == "again"
     assert core.connection_rows([cid, 999]) == {cid: core.connection_rows([cid])[cid]}  # unknown ids: absent
-    assert core.signing_secret_blob(str(cid)) == core.connection_rows([cid])[cid].secret_blob
-    assert core.signing_secret_blob("not an id") is None
+    core.close()
+
+
+def test_signing_secrets_are_decrypted_once_per_stored_value_and_follow_its_changes(tmp_path, monkeypatch):
+    """A signed webhook needs its sender's secret in plain text: decrypted once per stored
+    value, not per webhook; a rotated secret is used once the row is read again, and a
+    deleted connection's plaintext is dropped."""
+    from sqlalchemy import delete, update
+
+    import automations.core as core_mod
+    from automations import connections
+    from automations.models import Connection
+    from web.extensions import db
+
+    app = create_app({"TESTING": True}, instance_path=str(tmp_path))
+    core = app.extensions["hookline"]
+    decrypted = []
+    real_decrypt = core.secret_box.decrypt
+    monkeypatch.setattr(core.secret_box, "decrypt", lambda blob: decrypted.append(blob) or real_decrypt(blob))
+    with app.app_context():
+        cid = connections.create(db.session, core.secret_box, "github", "signing_secret", {"secret": "s1"}).id
+    for _ in range(3):
+        assert core.signing_secrets(str(cid)) == {"secret": "s1"}
+    assert len(decrypted) == 1
+    rotated = real_decrypt.__self__.encrypt({"secret": "s2", "previous_secret": "s1"})
+    with core.engine.begin() as c:  # rotated in another process's UI
+        c.execute(update(Connection).where(Connection.id == cid).values(secret_blob=rotated))
+    monkeypatch.setattr(core_mod, "CONNECTIONS_TTL", 0.0)
+    assert core.signing_secrets(cid) == {"secret": "s2", "previous_secret": "s1"}
+    assert core.signing_secrets(cid) == {"secret": "s2", "previous_secret": "s1"}
+    assert len(decrypted) == 2  # the new value once, however often the row is re-read
+    with core.engine.begin() as c:
+        c.execute(delete(Connection).where(Connection.id == cid))
+    assert core.signing_secrets(cid) == {}
+    assert cid not in core._signing  # no plaintext kept for a connection that is gone
+    assert core.signing_secrets("not an id") == {} and core.signing_secrets(None) == {}
     core.close()

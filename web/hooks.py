@@ -151,8 +151,8 @@ class InboundEndpoint:
             method=req.method, url=f"{public_url}?{query}" if query else public_url, headers=req.headers,
             body=req.body, remote_addr=req.remote_addr or "")
         try:
-            verification.check(cfg, hookline.secret_box, hookline.signing_secret_blob(cfg.get("connection")),
-                               signed, hookline.clock.now().replace(tzinfo=UTC).timestamp())
+            verification.check(cfg, hookline.signing_secrets(cfg.get("connection")), signed,
+                               hookline.clock.now().replace(tzinfo=UTC).timestamp())
         except verification.VerificationFailed as exc:
             return f"signature verification failed: {exc.reason}"
         return None
@@ -227,5 +227,5 @@ def _handshake(hookline: Core, settings: dict, req: inbound.InboundRequest) -> h
     cfg = settings.get("verify") or {}
     secret = None
     if cfg.get("connection"):
-        secret = hookline.secret_box.decrypt(hookline.signing_secret_blob(cfg["connection"])).get("secret")
+        secret = hookline.signing_secrets(cfg["connection"]).get("secret")
     return handshakes.answer(req.method, req.query, body, settings, verified=bool(cfg), signing_secret=secret)
