@@ -112,6 +112,11 @@ class Runner:
     def notify(self) -> None:
         self._wake.set()
 
+    @property
+    def state(self) -> str:
+        """``running`` while its dispatcher claims runs, else ``stopped`` (for health checks)."""
+        return "running" if self._dispatcher.is_alive() and not self._stopping.is_set() else "stopped"
+
     def recover_leases(self) -> int:
         n = self.core.writer.submit(partial(queue.recover_expired, now=self.core.clock.now()))
         if n:

@@ -143,11 +143,29 @@ def test_child_runs_what_the_web_process_stores_and_is_woken_at_once(tmp_path):
     assert wait_gone(child, 5)
 
 
+def runner_state(port: int) -> str:
+    resp = requests.get(f"http://127.0.0.1:{port}/healthz/readiness", timeout=10)
+    assert resp.status_code == 200, resp.text  # the runner's state never makes serve unready
+    return resp.json()["runner"]
+
+
+def wait_for_state(port: int, wanted: str, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if runner_state(port) == wanted:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_a_runner_child_that_dies_is_started_again(tmp_path):
     with serving_a_recipe(tmp_path) as (sink, server, port, token):
         first = runner_child(server)
+        assert runner_state(port) == "running"
         os.kill(first, signal.SIGKILL)
+        assert wait_for_state(port, "restarting")  # restarted after 1 s: the health check shows the gap
         second = runner_child(server, not_pid=first)
+        assert wait_for_state(port, "running")
         assert second != first
         post(port, token, 7)
         assert sink.wait_for(1, timeout=20)[0].json() == {"n": 7}
@@ -210,6 +228,7 @@ def test_serve_by_default_runs_its_runner_in_a_child_with_two_cores(tmp_path):
 def test_no_runner_process_keeps_the_runner_in_serve(tmp_path):
     with serving_a_recipe(tmp_path, args=("--no-runner-process",), env={}) as (sink, server, port, token):
         assert "runner: in this process" in read_until(server, "Hookline listening", 30)
+        assert runner_state(port) == "running"
         post(port, token, 6)
         assert sink.wait_for(1, timeout=20)[0].json() == {"n": 6}
         assert children(server.pid) == []

@@ -36,7 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None, instance_path: str | N
 
 
 def _register_blueprints(app: Flask) -> None:
-    from . import auth, connections, hooks, recipes, runs, ui, users
+    from . import auth, connections, health, hooks, recipes, runs, ui, users
 
     hooks.install(app)  # /hooks/… in plain WSGI in front of Flask; the blueprints get the rest
     app.register_blueprint(auth.bp)
@@ -45,3 +45,4 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(connections.bp)
     app.register_blueprint(runs.bp)
     app.register_blueprint(users.bp)
+    app.register_blueprint(health.bp)

@@ -42,7 +42,8 @@ from .extensions import db
 
 bp = Blueprint("auth", __name__)
 
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.setup", "static"})  # /hooks/… never reaches Flask
+# /hooks/… never reaches Flask; health checks are for load balancers and monitors
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.setup", "static", "health.live", "health.ready"})
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -136,6 +136,15 @@ class RunnerProcess:
                 with contextlib.suppress(OSError):
                     os.write(self._wake_w, b"\x01")
 
+    @property
+    def state(self) -> str:
+        """``running`` while the child lives, ``restarting`` between its death and the next
+        start, ``stopped`` once serve is stopping (for health checks)."""
+        proc = self.proc
+        if self._stopping.is_set():
+            return "stopped"
+        return "running" if proc is not None and proc.poll() is None else "restarting"
+
     def _watch(self) -> None:
         failures = 0
         while not self._stopping.is_set():

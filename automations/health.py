@@ -1,0 +1,52 @@
+"""What a load balancer, an orchestrator or a monitor asks a Hookline process: could it store
+a webhook now, and is the work flowing (how many runs are due and how long the oldest has
+waited)? The runner's state is added by the caller: only the process that started a runner
+knows about it."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, bindparam, func, literal, select
+
+from .core import Core
+from .models import Run, RunStatus
+
+log = logging.getLogger("hookline.health")
+
+WRITE_PROBE_TIMEOUT = 5.0
+_ONE = select(literal(1))
+_DUE = select(func.count(), func.min(Run.next_attempt_at)).where(
+    Run.status == RunStatus.QUEUED.value, Run.next_attempt_at <= bindparam("b_now"))
+
+
+@dataclass(frozen=True)
+class Readiness:
+    storing: bool  # a webhook arriving now would be stored and acknowledged
+    runs_due: int | None  # queued and due, not yet taken by a runner (None: unknown)
+    oldest_due_seconds: float | None  # how long the longest-waiting of them has been due
+
+
+def _probe(conn: Connection) -> None:
+    """The write probe: a unit of the batch writer that writes nothing. It commits only if
+    the writer thread is alive and its transaction reaches the database (on SQLite it holds
+    the write lock, as storing a webhook needs; PostgreSQL opens it at the first statement)."""
+    conn.execute(_ONE)
+
+
+def readiness(core: Core) -> Readiness:
+    """Never raises: a failure is logged here (its details stay out of the public answer)."""
+    try:
+        core.writer.submit(_probe, timeout=WRITE_PROBE_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the writer makes the server unready
+        log.error("readiness: the writer could not commit: %s", exc)
+        return Readiness(False, None, None)
+    now = core.clock.now()
+    try:
+        with core.read_engine.connect() as conn:
+            count, oldest = conn.execute(_DUE, {"b_now": now}).one()
+    except Exception as exc:  # noqa: BLE001 - storing works; only the figures are unknown
+        log.error("readiness: counting the due runs failed: %s", exc)
+        return Readiness(True, None, None)
+    waited = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+    return Readiness(True, int(count), round(waited, 3))
