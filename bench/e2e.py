@@ -28,8 +28,6 @@ asserts:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import http.client
 import json
 import os
@@ -49,7 +47,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from httpio import percentile
+from httpio import github_signature, percentile
 
 TOKEN = "bench-e2e-token-0123456789abcdefghijkl"  # fixed, 32+ URL-safe characters
 BODY_TEMPLATE = '{"t": {{ t }}, "n": {{ n }}}'
@@ -90,8 +88,7 @@ def http_post_json(port: int, path: str, data: Any, timeout: float = 10.0,
     body = json.dumps(data).encode()
     headers = {"Content-Type": "application/json"}
     if github_secret:
-        digest = hmac.new(github_secret.encode(), body, hashlib.sha256).hexdigest()
-        headers["X-Hub-Signature-256"] = f"sha256={digest}"
+        headers["X-Hub-Signature-256"] = github_signature(github_secret, body)
     try:
         conn.request("POST", path, body=body, headers=headers)
         resp = conn.getresponse()

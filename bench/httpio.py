@@ -1,4 +1,5 @@
-"""Minimal HTTP/1.1 message reading over asyncio streams, shared by sink.py and loadgen.py.
+"""Minimal HTTP/1.1 message reading over asyncio streams, shared by sink.py and loadgen.py
+(and the GitHub-style signature e2e.py and loadgen.py put on signed webhooks).
 
 Only what the benchmark needs: a start line, headers, and a body framed by Content-Length
 or chunked transfer encoding. Limits keep a misbehaving peer from growing memory unbounded.
@@ -6,10 +7,17 @@ or chunked transfer encoding. Limits keep a misbehaving peer from growing memory
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import math
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
+
+
+def github_signature(secret: str, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value GitHub sends: the hex HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 class ProtocolError(Exception):

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import itertools
 import json
 import resource
@@ -30,7 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from httpio import ProtocolError, keep_alive, percentile, read_message
+from httpio import ProtocolError, github_signature, keep_alive, percentile, read_message
 
 REQUEST_TIMEOUT = 30.0
 MAX_REQUESTS = 10_000_000  # hard bound whatever the duration
@@ -54,13 +52,12 @@ class Load:
         self.start_wall = self.end_wall = 0.0
         self.head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: hookline-bench\r\n"
                      "Content-Type: application/json\r\nAccept: */*\r\n").encode()
-        self.key = github_secret.encode() if github_secret else None
+        self.secret = github_secret
 
     def request(self, body: bytes) -> bytes:
         head = self.head
-        if self.key is not None:
-            digest = hmac.new(self.key, body, hashlib.sha256).hexdigest()
-            head += f"X-Hub-Signature-256: sha256={digest}\r\n".encode()
+        if self.secret:
+            head += f"X-Hub-Signature-256: {github_signature(self.secret, body)}\r\n".encode()
         return head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
     async def connection(self, deadline: float) -> None:
