@@ -17,10 +17,8 @@ from collections.abc import Callable
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
-from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import regex as regex_engine
 from jinja2 import Undefined
 
 from automations.filters_common import MAX_TEXT, _int_arg, _is_empty, _text
@@ -33,6 +31,9 @@ from automations.filters_datetime import (
     to_timezone,
 )
 from automations.filters_numbers import format_money, format_number, percent, to_number
+
+if TYPE_CHECKING:
+    import regex as regex_engine
 
 MAX_REGEX_INPUT = 100_000  # regexes may backtrack: keep their input short
 MAX_PATTERN = 500
@@ -56,33 +57,11 @@ def truncate_chars(value: Any, length: int = 255, end: str = "…") -> str:
     return text[: length - len(end)].rstrip() + end
 
 
-class _TextExtractor(HTMLParser):
-    _BLOCKS = frozenset({"p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        self.skipping += tag in ("script", "style")
-        if tag == "br":
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(data)
-
-
 def strip_html(value: Any) -> str:
     """Readable text from an HTML email/body: tags and scripts dropped, entities decoded, blocks on new lines."""
-    extractor = _TextExtractor()
+    from automations.filters_html import TextExtractor  # html.parser: loaded by the first use
+
+    extractor = TextExtractor()
     extractor.feed(_text(value))
     extractor.close()
     text = re.sub(r"[ \t\r\f\v]+", " ", "".join(extractor.parts))
@@ -113,7 +92,10 @@ def _nested_repeat(items: Any, inside: bool = False) -> bool:
 @lru_cache(maxsize=256)
 def _regex(pattern: Any, ignorecase: bool) -> regex_engine.Pattern:
     """Compile an author's pattern; refuse nested repetition (the usual catastrophic-backtracking
-    shape). Patterns run on the ``regex`` engine, whose matching can be given a deadline."""
+    shape). Patterns run on the ``regex`` engine, whose matching can be given a deadline (it is
+    imported by the first pattern: 1.5 MiB that recipes without one need not pay)."""
+    import regex as regex_engine
+
     text = _text(pattern, MAX_PATTERN)
     try:
         if _nested_repeat(_sre_parse.parse(text)):
@@ -133,6 +115,7 @@ def _timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def regex_replace(value: Any, pattern: str, repl: str = "", count: int = 0, ignorecase: bool = False) -> str:
+    import regex as regex_engine  # the engine _regex compiles with (for its error type)
     text, compiled, repl = _text(value, MAX_REGEX_INPUT), _regex(pattern, ignorecase), _text(repl, MAX_TEXT)
     count = _int_arg("count", count, 0, MAX_TEXT)
     if (len(repl) * (len(text) + 1) > MAX_TEXT

@@ -9,8 +9,6 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dateutil import parser as dateutil_parser
-from dateutil.relativedelta import relativedelta
 from jinja2 import Undefined
 
 from automations.filters_common import _int_arg, _is_empty, _text
@@ -72,6 +70,8 @@ def _parse_text(text: str) -> datetime:
         return email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         pass
+    from dateutil import parser as dateutil_parser  # the last resort, loaded when first needed
+
     try:
         return dateutil_parser.parse(text)
     except (ValueError, OverflowError):
@@ -140,6 +140,8 @@ def add_time(value: Any, days: float = 0, hours: float = 0, minutes: float = 0, 
                          ("weeks", weeks)):
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or abs(amount) > 1e9:
             raise ValueError(f"{name} must be a number of reasonable size, got {amount!r}")
+    from dateutil.relativedelta import relativedelta
+
     shift = relativedelta(months=_int_arg("months", months, -120_000, 120_000),
                           years=_int_arg("years", years, -10_000, 10_000))
     try:

@@ -1,4 +1,7 @@
-"""Number and money filters for recipe templates: read numbers as people type them, format per locale."""
+"""Number and money filters for recipe templates: read numbers as people type them, format per locale.
+
+Babel is imported by the first formatting call, not with the module: a process whose recipes
+format no numbers (most runner children) need not load it."""
 from __future__ import annotations
 
 import copy
@@ -6,13 +9,13 @@ import math
 import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
-
-import babel.numbers
-from babel import Locale, UnknownLocaleError
-from babel.numbers import NumberPattern
+from typing import TYPE_CHECKING, Any
 
 from automations.filters_common import _int_arg, _is_empty, _text
+
+if TYPE_CHECKING:
+    from babel import Locale
+    from babel.numbers import NumberPattern
 
 MAX_DECIMALS = 20
 
@@ -60,6 +63,8 @@ def _decimal(value: Any) -> Decimal:
 
 @lru_cache(maxsize=128)
 def _locale(name: str) -> Locale:
+    from babel import Locale, UnknownLocaleError
+
     try:
         return Locale.parse(name.replace("-", "_"))
     except (UnknownLocaleError, ValueError, TypeError):
@@ -80,6 +85,8 @@ def _with_decimals(pattern: NumberPattern, decimals: int) -> NumberPattern:
 
 def format_number(value: Any, decimals: int = 2, locale: str = "en_US") -> str:
     """Thousands separators and decimal mark of the locale: 1234.5 -> '1,234.50' / de_DE '1.234,50'."""
+    import babel.numbers
+
     decimals, babel_locale = _int_arg("decimals", decimals, 0, MAX_DECIMALS), _locale(str(locale))
     if _is_empty(value):
         return ""
@@ -90,6 +97,8 @@ def format_number(value: Any, decimals: int = 2, locale: str = "en_US") -> str:
 
 def format_money(value: Any, currency: str = "USD", locale: str = "en_US", minor_units: bool = False) -> str:
     """Currency amount for humans; minor_units=True reads Stripe-style integers (1999 USD, 100 JPY)."""
+    import babel.numbers
+
     code, babel_locale = str(currency).strip().upper(), _locale(str(locale))
     if code not in babel.numbers.list_currencies():
         raise ValueError(f"unknown currency {currency!r} (use an ISO 4217 code like 'EUR')")
@@ -104,6 +113,8 @@ def format_money(value: Any, currency: str = "USD", locale: str = "en_US", minor
 
 def percent(value: Any, decimals: int = 0, locale: str = "en_US") -> str:
     """A ratio as a percentage: 0.256 -> '26%'."""
+    import babel.numbers
+
     decimals, babel_locale = _int_arg("decimals", decimals, 0, MAX_DECIMALS), _locale(str(locale))
     if _is_empty(value):
         return ""

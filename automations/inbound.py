@@ -9,14 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.parser import BytesParser
-from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qsl
 from xml.etree.ElementTree import Element, ParseError
 
-from defusedxml import ElementTree as SafeET
-from defusedxml.common import DefusedXmlException
 from sqlalchemy import Connection, bindparam, func, insert, select
 
 from . import dedupe
@@ -124,6 +120,9 @@ def parse_body(content_type: str | None, raw: bytes) -> ParsedBody:
     if mime == "multipart/form-data":
         return _parse_multipart(content_type or "", raw)
     if _is_xml_type(mime):
+        from defusedxml import ElementTree as SafeET  # parsers for the rarer bodies load when first needed
+        from defusedxml.common import DefusedXmlException
+
         try:
             return ParsedBody("xml", xml_to_dict(SafeET.fromstring(raw, forbid_dtd=True)))
         except DefusedXmlException as exc:  # DTDs and entities: the stuff of XXE and billion laughs
@@ -162,6 +161,9 @@ def multi_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _parse_multipart(content_type: str, raw: bytes) -> ParsedBody:
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
     msg = BytesParser(policy=HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + raw
     )

@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -59,10 +58,14 @@ def export_all(session: Session) -> dict[str, Any]:
 def dumps(data: dict[str, Any], fmt: str = "yaml") -> str:
     if fmt == "json":
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    import yaml  # loaded by export and import only, not by a serving process
+
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
 def loads(text: str) -> dict[str, Any]:
+    import yaml
+
     try:
         data = yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
     except yaml.YAMLError as exc:

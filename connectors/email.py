@@ -6,25 +6,28 @@ so a retried send carries the same Message-ID and receivers can spot the duplica
 SMTP 4xx replies and network trouble are retried; 5xx replies are permanent. When some
 recipients are refused but others accepted, the message WAS sent: the refused ones are
 reported in the output and nothing is retried (that would duplicate it).
+
+``smtplib`` and the ``email`` policy and address classes are imported by the first message
+sent: a process whose recipes send no email need not load them.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import re
-import smtplib
 import ssl
 from email.header import decode_header
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, getaddresses
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
 from .redaction import REDACTED, redact_text
 
-POLICY = SMTP_POLICY.clone(cte_type="7bit")  # no 8BITMIME needed: non-ASCII bodies get QP/base64
+if TYPE_CHECKING:
+    from email.policy import EmailPolicy
+
 _ADDR = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
                    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})$")
 SECURITY = (("starttls", "STARTTLS (usually port 587)"), ("ssl", "SSL/TLS (usually port 465)"),
@@ -70,7 +73,17 @@ def _addresses(value: Any, name: str, *, required: bool = False) -> list[tuple[s
     return pairs
 
 
+@lru_cache(maxsize=1)
+def policy() -> EmailPolicy:
+    """SMTP's policy, 7-bit: no 8BITMIME needed, non-ASCII bodies get quoted-printable or base64."""
+    from email.policy import SMTP
+
+    return SMTP.clone(cte_type="7bit")
+
+
 def _format(pairs: list[tuple[str, str]]) -> str:
+    from email.headerregistry import Address
+
     return ", ".join(str(Address(display_name=d, addr_spec=a)) for d, a in pairs)
 
 
@@ -91,7 +104,7 @@ def build_message(inputs: dict[str, Any], creds: dict[str, Any], idempotency_key
     if not text.strip() and not html.strip():
         raise PermanentError("text/html: give a plain-text body, an HTML body, or both")
 
-    msg = EmailMessage(policy=POLICY)
+    msg = EmailMessage(policy=policy())
     msg["From"] = _format([(from_name, sender)])
     msg["To"] = _format(to)
     if cc:
@@ -122,6 +135,8 @@ def _smtp_error(stage: str, code: int, text: bytes | str, **kw: Any) -> Exceptio
 
 
 def _send(creds: dict[str, Any], timeout: float, sender: str, rcpts: list[str], data: bytes) -> dict[str, Any]:
+    import smtplib
+
     host = str(creds.get("host") or "").strip()
     try:
         port = int(creds.get("port") or 587)
