@@ -5,6 +5,7 @@ Flask configuration or imports ``web/``.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class Core:
     _tokens: dict[str, int] = field(default_factory=dict, init=False)
     _versions: dict[int, tuple[int | None, float]] = field(default_factory=dict, init=False)
     _connections: dict[int, tuple[Any, float]] = field(default_factory=dict, init=False)
+    _versions_refresh: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _connections_refresh: threading.Lock = field(default_factory=threading.Lock, init=False)
     _signing: dict[int, tuple[bytes, dict[str, Any]]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -74,11 +77,17 @@ class Core:
         every SETTINGS_TTL seconds (a saved change applies within that), not on every webhook."""
         cached = self._versions.get(recipe_id)
         now = time.monotonic()
-        if cached is None or now - cached[1] > SETTINGS_TTL:
-            with self.read_engine.connect() as conn:
-                version = conn.scalar(select(Recipe.current_version).where(Recipe.id == recipe_id))
-            cached = (version, now)
-            self._versions[recipe_id] = cached
+        if (cached is None or now - cached[1] > SETTINGS_TTL) and _refresh_turn(self._versions_refresh, cached is not None):
+            try:
+                cached = self._versions.get(recipe_id)
+                if cached is None or now - cached[1] > SETTINGS_TTL:  # no other thread did it meanwhile
+                    with self.read_engine.connect() as conn:
+                        version = conn.scalar(select(Recipe.current_version).where(Recipe.id == recipe_id))
+                    cached = (version, time.monotonic())
+                    self._versions[recipe_id] = cached
+            finally:
+                self._versions_refresh.release()
+        assert cached is not None
         if cached[0] is None:
             return {}
         d = self.definitions.peek(recipe_id, cached[0])
@@ -91,19 +100,28 @@ class Core:
         """Connections by id (the ones that exist), each re-read at most every CONNECTIONS_TTL
         seconds (a saved change applies within that), not for every run and every signed
         webhook: reading them per run cost a fifth to a quarter of the CPU per delivery."""
-        now = time.monotonic()
         wanted = list(ids)
-        stale = [i for i in wanted if (hit := self._connections.get(i)) is None or now - hit[1] > CONNECTIONS_TTL]
-        if stale:
-            with self.read_engine.connect() as conn:
-                rows = {row.id: row for row in conn.execute(_CONNECTIONS, {"ids": stale})}
-            for i in stale:
-                if i in rows:
-                    self._connections[i] = (rows[i], now)
-                else:
-                    self._connections.pop(i, None)
+        stale = self._stale_connections(wanted)
+        if stale and _refresh_turn(self._connections_refresh, all(i in self._connections for i in stale)):
+            try:
+                stale = self._stale_connections(wanted)  # what no other thread refreshed meanwhile
+                if stale:
+                    with self.read_engine.connect() as conn:
+                        rows = {row.id: row for row in conn.execute(_CONNECTIONS, {"ids": stale})}
+                    now = time.monotonic()
+                    for i in stale:
+                        if i in rows:
+                            self._connections[i] = (rows[i], now)
+                        else:
+                            self._connections.pop(i, None)
+            finally:
+                self._connections_refresh.release()
         found = {i: self._connections.get(i) for i in wanted}
         return {i: hit[0] for i, hit in found.items() if hit is not None}
+
+    def _stale_connections(self, ids: list[int]) -> list[int]:
+        now = time.monotonic()
+        return [i for i in ids if (hit := self._connections.get(i)) is None or now - hit[1] > CONNECTIONS_TTL]
 
     def forget_connection(self, connection_id: int) -> None:
         """A connection was saved or deleted here: this process reads it again at once."""
@@ -144,6 +162,15 @@ class Core:
         where each would otherwise keep its thread and its SQLite files open."""
         self.writer.stop()
         self.engine.dispose()
+
+
+def _refresh_turn(lock: threading.Lock, have_value: bool) -> bool:
+    """Whether this thread re-reads a cached value that is out of date: one thread at a time.
+    While one does, the others go on with the value they have (a moment older than the TTL)
+    instead of each reading it too: 32 threads finding it stale together each took a pooled
+    SQLite connection, and each connection keeps a page cache of up to 2 MiB. A thread with
+    nothing cached waits for its turn."""
+    return lock.acquire(blocking=not have_value)
 
 
 def encryption_keys(configured: list[str], instance_path: str | Path) -> list[str]:
