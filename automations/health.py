@@ -5,6 +5,8 @@ knows about it."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, func, literal, select
@@ -15,6 +17,7 @@ from .models import Run, RunStatus
 log = logging.getLogger("hookline.health")
 
 WRITE_PROBE_TIMEOUT = 5.0
+CHECK_EVERY = 1.0  # seconds a result is reused (the endpoint is public)
 _ONE = select(literal(1))
 _DUE = select(func.count(), func.min(Run.next_attempt_at)).where(
     Run.status == RunStatus.QUEUED.value, Run.next_attempt_at <= bindparam("b_now"))
@@ -50,3 +53,20 @@ def readiness(core: Core) -> Readiness:
         return Readiness(True, None, None)
     waited = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
     return Readiness(True, int(count), round(waited, 3))
+
+
+class ReadinessCheck:
+    """:func:`readiness` at most once every CHECK_EVERY seconds, one check at a time: the
+    endpoint needs no sign-in, and each check is a write transaction and a count of the due
+    runs, which a flood of requests must not multiply."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self._lock = threading.Lock()
+        self._last: tuple[float, Readiness] | None = None
+
+    def __call__(self) -> Readiness:
+        with self._lock:
+            if self._last is None or time.monotonic() - self._last[0] >= CHECK_EVERY:
+                self._last = (time.monotonic(), readiness(self.core))
+            return self._last[1]

@@ -30,6 +30,12 @@ def test_liveness_answers_without_signing_in(app):
     assert client.get("/recipes/").status_code == 302  # the rest of the UI still asks
 
 
+@pytest.fixture(autouse=True)
+def _fresh_checks(monkeypatch):
+    """Every request checks again (in service a result is reused for CHECK_EVERY seconds)."""
+    monkeypatch.setattr(health, "CHECK_EVERY", 0.0)
+
+
 def test_readiness_counts_the_due_runs_and_how_long_the_oldest_has_waited(app):
     ensure_user(app)
     token = _recipe_token(app)
@@ -98,3 +104,26 @@ def test_on_postgres_readiness_follows_the_database_going_away_and_coming_back(t
     with app.app_context():
         db.session.remove()
     app.extensions["hookline"].close()
+
+
+def test_a_flood_of_readiness_requests_checks_the_database_once_a_second(app, monkeypatch):
+    """The endpoint needs no sign-in: its answer is reused, so requests cannot multiply the
+    write transactions and counts it costs."""
+    from sqlalchemy import event
+
+    monkeypatch.setattr(health, "CHECK_EVERY", 60.0)
+    engine = app.extensions["hookline"].engine
+    counts: list[str] = []
+
+    def listener(_conn, _cursor, statement, *_rest):
+        if "count(" in statement:
+            counts.append(statement)
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        client = app.test_client()
+        bodies = [client.get("/healthz/readiness").get_json() for _ in range(20)]
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert len(counts) == 1
+    assert all(b == bodies[0] for b in bodies) and bodies[0]["status"] == "ok"

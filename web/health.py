@@ -28,7 +28,10 @@ def live() -> ResponseReturnValue:
 
 @bp.get("/healthz/readiness")
 def ready() -> ResponseReturnValue:
-    state = health.readiness(core())
+    check = current_app.extensions.get("hookline_readiness")
+    if check is None:
+        check = current_app.extensions.setdefault("hookline_readiness", health.ReadinessCheck(core()))
+    state = check()
     runner = current_app.extensions.get("hookline_runner")
     return _no_store({
         "status": "ok" if state.storing else "unavailable",
