@@ -58,7 +58,9 @@ def readiness(core: Core) -> Readiness:
 class ReadinessCheck:
     """:func:`readiness` at most once every CHECK_EVERY seconds, one check at a time: the
     endpoint needs no sign-in, and each check is a write transaction and a count of the due
-    runs, which a flood of requests must not multiply."""
+    runs, which a flood of requests must not multiply. While a check runs (up to
+    WRITE_PROBE_TIMEOUT when the database is stuck), other requests get the previous answer
+    instead of each holding a request thread; only the very first one waits."""
 
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -66,7 +68,17 @@ class ReadinessCheck:
         self._last: tuple[float, Readiness] | None = None
 
     def __call__(self) -> Readiness:
-        with self._lock:
-            if self._last is None or time.monotonic() - self._last[0] >= CHECK_EVERY:
-                self._last = (time.monotonic(), readiness(self.core))
-            return self._last[1]
+        last = self._last
+        if last is not None and time.monotonic() - last[0] < CHECK_EVERY:
+            return last[1]
+        if not self._lock.acquire(blocking=last is None):
+            assert last is not None
+            return last[1]
+        try:
+            last = self._last
+            if last is None or time.monotonic() - last[0] >= CHECK_EVERY:  # no other thread did it
+                last = (time.monotonic(), readiness(self.core))
+                self._last = last
+            return last[1]
+        finally:
+            self._lock.release()

@@ -127,3 +127,29 @@ def test_a_flood_of_readiness_requests_checks_the_database_once_a_second(app, mo
         event.remove(engine, "before_cursor_execute", listener)
     assert len(counts) == 1
     assert all(b == bodies[0] for b in bodies) and bodies[0]["status"] == "ok"
+
+
+def test_while_a_check_is_stuck_other_requests_get_the_previous_answer_at_once(app, monkeypatch):
+    """A database that stops answering holds the check for up to 5 s: the other health
+    requests do not each hold a request thread that long."""
+    import threading
+    import time
+
+    monkeypatch.setattr(health, "WRITE_PROBE_TIMEOUT", 2.0)
+    client = app.test_client()
+    assert client.get("/healthz/readiness").status_code == 200
+    other = sqlite3.connect(app.extensions["hookline"].engine.url.database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        stuck = threading.Thread(target=lambda: client.get("/healthz/readiness"))
+        stuck.start()
+        time.sleep(0.3)  # the first request is now inside its check, waiting for the lock
+        started = time.monotonic()
+        resp = app.test_client().get("/healthz/readiness")
+        assert time.monotonic() - started < 1.0
+        assert resp.status_code == 200  # the previous answer; the stuck check decides the next
+        stuck.join(10)
+        assert app.test_client().get("/healthz/readiness").status_code == 503
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
