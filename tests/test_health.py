@@ -4,6 +4,8 @@ without signing in."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -14,6 +16,18 @@ from automations.models import Run
 from tests.conftest import ensure_user, make_app
 from tests.pg import admin_url, temp_database
 from web.extensions import db
+
+
+@contextmanager
+def write_lock_held_elsewhere(app) -> Iterator[None]:
+    """Another program (a sqlite3 shell, a backup) holds SQLite's write lock meanwhile."""
+    other = sqlite3.connect(app.extensions["hookline"].engine.url.database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
 
 
 def _recipe_token(app) -> str:
@@ -61,17 +75,12 @@ def test_readiness_is_503_while_the_database_cannot_take_a_write_and_recovers(ap
     monkeypatch.setattr(health, "WRITE_PROBE_TIMEOUT", 0.5)
     client = app.test_client()
     assert client.get("/healthz/readiness").status_code == 200
-    other = sqlite3.connect(app.extensions["hookline"].engine.url.database, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
+    with write_lock_held_elsewhere(app):
         resp = client.get("/healthz/readiness")
         assert resp.status_code == 503
         assert resp.get_json() == {"status": "unavailable", "database": "unavailable", "runner": "off",
                                    "runs_due": None, "oldest_due_seconds": None}
         assert client.get("/healthz").status_code == 200  # alive all along
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
     assert client.get("/healthz/readiness").status_code == 200
 
 
@@ -138,9 +147,7 @@ def test_while_a_check_is_stuck_other_requests_get_the_previous_answer_at_once(a
     monkeypatch.setattr(health, "WRITE_PROBE_TIMEOUT", 2.0)
     client = app.test_client()
     assert client.get("/healthz/readiness").status_code == 200
-    other = sqlite3.connect(app.extensions["hookline"].engine.url.database, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
+    with write_lock_held_elsewhere(app):
         stuck = threading.Thread(target=lambda: client.get("/healthz/readiness"))
         stuck.start()
         time.sleep(0.3)  # the first request is now inside its check, waiting for the lock
@@ -150,6 +157,3 @@ def test_while_a_check_is_stuck_other_requests_get_the_previous_answer_at_once(a
         assert resp.status_code == 200  # the previous answer; the stuck check decides the next
         stuck.join(10)
         assert app.test_client().get("/healthz/readiness").status_code == 503
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
