@@ -5,8 +5,6 @@ Flask configuration or imports ``web/``.
 """
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from .db import READ_ONLY, configure_engine, create_schema, make_session_factory
 from .definitions import DefinitionCache
 from .models import Connection, Recipe
 from .secrets import SecretBox, load_or_create_key
+from .ttlcache import TtlCache
 from .writer import BatchWriter
 
 SETTINGS_TTL = 1.0
@@ -47,10 +46,8 @@ class Core:
     read_engine: Engine = field(init=False)
     writer: BatchWriter = field(init=False)
     _tokens: dict[str, int] = field(default_factory=dict, init=False)
-    _versions: dict[int, tuple[int | None, float]] = field(default_factory=dict, init=False)
-    _connections: dict[int, tuple[Any, float]] = field(default_factory=dict, init=False)
-    _versions_refresh: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _connections_refresh: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _versions: TtlCache[int, int | None] = field(init=False)
+    _connections: TtlCache[int, Any] = field(init=False)
     _signing: dict[int, tuple[bytes, dict[str, Any]]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +56,8 @@ class Core:
         self.read_session_factory = make_session_factory(self.engine, read_only=True)
         self.read_engine = self.engine.execution_options(**{READ_ONLY: True})
         self.writer = BatchWriter(self.engine)
+        self._versions = TtlCache(self._read_versions, lambda: SETTINGS_TTL)
+        self._connections = TtlCache(self._read_connections, lambda: CONNECTIONS_TTL)
 
     def recipe_id_for_token(self, token: str) -> int | None:
         """Token → recipe id. The mapping never changes for a recipe's life, so it is cached;
@@ -75,57 +74,33 @@ class Core:
     def current_settings(self, recipe_id: int) -> dict[str, Any]:
         """The settings of the recipe's current version. The version number is re-read at most
         every SETTINGS_TTL seconds (a saved change applies within that), not on every webhook."""
-        cached = self._versions.get(recipe_id)
-        now = time.monotonic()
-        if (cached is None or now - cached[1] > SETTINGS_TTL) and _refresh_turn(self._versions_refresh, cached is not None):
-            try:
-                cached = self._versions.get(recipe_id)
-                if cached is None or now - cached[1] > SETTINGS_TTL:  # no other thread did it meanwhile
-                    with self.read_engine.connect() as conn:
-                        version = conn.scalar(select(Recipe.current_version).where(Recipe.id == recipe_id))
-                    cached = (version, time.monotonic())
-                    self._versions[recipe_id] = cached
-            finally:
-                self._versions_refresh.release()
-        assert cached is not None
-        if cached[0] is None:
+        version = self._versions.get(recipe_id)
+        if version is None:
             return {}
-        d = self.definitions.peek(recipe_id, cached[0])
+        d = self.definitions.peek(recipe_id, version)
         if d is None:
             with self.read_engine.connect() as conn:
-                d = self.definitions.get(conn, recipe_id, cached[0])
+                d = self.definitions.get(conn, recipe_id, version)
         return (d or {}).get("settings") or {}
+
+    def _read_versions(self, ids: list[int]) -> dict[int, int | None]:
+        with self.read_engine.connect() as conn:
+            found = dict(conn.execute(select(Recipe.id, Recipe.current_version).where(Recipe.id.in_(ids))).all())
+        return {i: found.get(i) for i in ids}  # a deleted recipe is remembered as having none
 
     def connection_rows(self, ids: Iterable[int]) -> dict[int, Any]:
         """Connections by id (the ones that exist), each re-read at most every CONNECTIONS_TTL
         seconds (a saved change applies within that), not for every run and every signed
         webhook: reading them per run cost a fifth to a quarter of the CPU per delivery."""
-        wanted = list(ids)
-        stale = self._stale_connections(wanted)
-        if stale and _refresh_turn(self._connections_refresh, all(i in self._connections for i in stale)):
-            try:
-                stale = self._stale_connections(wanted)  # what no other thread refreshed meanwhile
-                if stale:
-                    with self.read_engine.connect() as conn:
-                        rows = {row.id: row for row in conn.execute(_CONNECTIONS, {"ids": stale})}
-                    now = time.monotonic()
-                    for i in stale:
-                        if i in rows:
-                            self._connections[i] = (rows[i], now)
-                        else:
-                            self._connections.pop(i, None)
-            finally:
-                self._connections_refresh.release()
-        found = {i: self._connections.get(i) for i in wanted}
-        return {i: hit[0] for i, hit in found.items() if hit is not None}
+        return self._connections.get_many(ids)
 
-    def _stale_connections(self, ids: list[int]) -> list[int]:
-        now = time.monotonic()
-        return [i for i in ids if (hit := self._connections.get(i)) is None or now - hit[1] > CONNECTIONS_TTL]
+    def _read_connections(self, ids: list[int]) -> dict[int, Any]:
+        with self.read_engine.connect() as conn:
+            return {row.id: row for row in conn.execute(_CONNECTIONS, {"ids": ids})}
 
     def forget_connection(self, connection_id: int) -> None:
         """A connection was saved or deleted here: this process reads it again at once."""
-        self._connections.pop(connection_id, None)
+        self._connections.forget(connection_id)
         self._signing.pop(connection_id, None)
 
     def signing_secrets(self, connection_id: Any) -> dict[str, Any]:
@@ -162,15 +137,6 @@ class Core:
         where each would otherwise keep its thread and its SQLite files open."""
         self.writer.stop()
         self.engine.dispose()
-
-
-def _refresh_turn(lock: threading.Lock, have_value: bool) -> bool:
-    """Whether this thread re-reads a cached value that is out of date: one thread at a time.
-    While one does, the others go on with the value they have (a moment older than the TTL)
-    instead of each reading it too: 32 threads finding it stale together each took a pooled
-    SQLite connection, and each connection keeps a page cache of up to 2 MiB. A thread with
-    nothing cached waits for its turn."""
-    return lock.acquire(blocking=not have_value)
 
 
 def encryption_keys(configured: list[str], instance_path: str | Path) -> list[str]:

@@ -5,14 +5,13 @@ knows about it."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, func, literal, select
 
 from .core import Core
 from .models import Run, RunStatus
+from .ttlcache import TtlCache
 
 log = logging.getLogger("hookline.health")
 
@@ -63,22 +62,10 @@ class ReadinessCheck:
     instead of each holding a request thread; only the very first one waits."""
 
     def __init__(self, core: Core) -> None:
-        self.core = core
-        self._lock = threading.Lock()
-        self._last: tuple[float, Readiness] | None = None
+        self._cache: TtlCache[None, Readiness] = TtlCache(lambda _keys: {None: readiness(core)},
+                                                          lambda: CHECK_EVERY)
 
     def __call__(self) -> Readiness:
-        last = self._last
-        if last is not None and time.monotonic() - last[0] < CHECK_EVERY:
-            return last[1]
-        if not self._lock.acquire(blocking=last is None):
-            assert last is not None
-            return last[1]
-        try:
-            last = self._last
-            if last is None or time.monotonic() - last[0] >= CHECK_EVERY:  # no other thread did it
-                last = (time.monotonic(), readiness(self.core))
-                self._last = last
-            return last[1]
-        finally:
-            self._lock.release()
+        result = self._cache.get(None)
+        assert result is not None  # the loader always answers
+        return result

@@ -12,9 +12,9 @@ storing anyway, and sends back the result or the exception (``LeaseLost`` includ
 Units cross as pickles: the channel is a socketpair between a parent and the child it
 started, nothing else can connect. Every unit the runner sends is picklable (claims, run
 writes, and partials of module functions for upkeep); one that is not (a closure) would run
-through the child's own writer instead, which is as correct, only slower. If the parent goes away, every pending and later submit raises
-``ConnectionError``; the run that was writing keeps its lease until it expires and is then
-taken back, as after any crash.
+through the child's own writer instead, which is as correct, only slower. If the parent goes
+away, every pending and later submit raises ``ConnectionError``; the run that was writing
+keeps its lease until it expires and is then taken back, as after any crash.
 """
 from __future__ import annotations
 
