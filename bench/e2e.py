@@ -3,7 +3,7 @@
 Run by hand from the project checkout (see bench/README.md); it prints figures and never
 asserts:
 
-    python bench/e2e.py [--duration 10] [--connections 32] [--runner-threads N] [--web-threads N]
+    python bench/e2e.py [--duration 10] [--connections 32] [--rate R] [--runner-threads N] [--web-threads N]
                         [--fail-rate 0.3] [--with-secret] [--signed]
                         [--split | --runner-process | --in-process] [--json]
                         [--profile FILE]
@@ -21,7 +21,7 @@ asserts:
    with ``--runner-process``, ``hookline serve --runner-process`` (figures over its process tree,
    as whenever serve has a runner child);
 4. a warm-up of a few events, then the load generator (bench/loadgen.py) in its own process
-   for a fixed duration;
+   for a fixed duration (closed loop, or with ``--rate`` open loop at R requests/s in all);
 5. a bounded wait until the sink has every acknowledged event, then SIGTERM to the server
    (web first, then the worker) and the sink, and the figures.
 """
@@ -498,6 +498,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         load = subprocess.Popen([sys.executable, str(BENCH / "loadgen.py"), f"http://127.0.0.1:{port}{hook_path}",
                                  "--duration", str(args.duration), "--connections", str(args.connections),
                                  "--out", str(load_out), "--full",
+                                 *(["--rate", str(args.rate)] if args.rate else []),
                                  *(["--github-secret", signing_secret] if signing_secret else [])])
         procs.append(load)
         profiler = None
@@ -569,6 +570,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "config": {
                 "duration_s": args.duration,
                 "connections": args.connections,
+                "rate": args.rate,
                 "runner_threads": args.runner_threads or "default",
                 "web_threads": args.web_threads or "default",
                 "fail_rate": args.fail_rate,
@@ -589,6 +591,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "count": lg["acks"],
                 "per_s": lg["acks_per_s"],
                 "latency_ms": lg["ack_ms"],
+                "service_ms": lg.get("service_ms"),
                 "non_202": lg["non_202"],
                 "errors": lg["errors"],
                 "unanswered": lg["unanswered"],
@@ -656,7 +659,8 @@ def print_text(r: dict[str, Any]) -> None:
     c, a, d, s = r["config"], r["acks"], r["deliveries"], r["server"]
     lat, dl = a["latency_ms"], d["delay_ms"]
     print(f"Hookline end-to-end benchmark: {c['duration_s']} s, {c['connections']} connections, "
-          f"runner threads {c['runner_threads']}, web threads {c['web_threads']}"
+          + (f"open loop at {_f(c['rate'])} requests/s offered, " if c.get("rate") else "")
+          + f"runner threads {c['runner_threads']}, web threads {c['web_threads']}"
           + (f", sink fail rate {c['fail_rate']}" if c["fail_rate"] else "")
           + (", the step authenticates with a connection" if c.get("with_secret") else "")
           + (", every webhook signed (GitHub HMAC) and verified" if c.get("signed") else "")
@@ -667,7 +671,10 @@ def print_text(r: dict[str, Any]) -> None:
     print("acks")
     print(f"  count {_f(a['count'])}   {_f(a['per_s'])} acks/s")
     print(f"  latency ms: p50 {_f(lat['p50'], 2)}  p90 {_f(lat['p90'], 2)}  p99 {_f(lat['p99'], 2)}  "
-          f"max {_f(lat['max'], 2)}")
+          f"max {_f(lat['max'], 2)}" + ("  (from when each request was due)" if c.get("rate") else ""))
+    if c.get("rate"):
+        sv = a["service_ms"]
+        print(f"  from when each request left: p50 {_f(sv['p50'], 2)}  p99 {_f(sv['p99'], 2)}")
     non = ", ".join(f"{k}: {v}" for k, v in sorted(a["non_202"].items())) or "none"
     errs = ", ".join(f"{k}: {v}" for k, v in sorted(a["errors"].items())) or "none"
     print(f"  non-202: {non}   connection errors: {errs}   unanswered: {a['unanswered']}")
@@ -726,6 +733,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10)")
     ap.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (default 32)")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="open loop: webhooks per second offered in all (default: closed loop, back to back)")
     ap.add_argument("--runner-threads", type=int, default=None, help="HOOKLINE_RUNNER_THREADS (default: server's)")
     ap.add_argument("--web-threads", type=int, default=None, help="HOOKLINE_WEB_THREADS (default: server's)")
     ap.add_argument("--fail-rate", type=float, default=0.0, help="fraction of deliveries the sink answers 503")

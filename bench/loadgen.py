@@ -6,7 +6,13 @@ sends ``POST <url>`` with JSON body ``{"t": time.time(), "n": <unique int>}`` ba
 finishes the request in flight and stops. Only 127.0.0.1/localhost targets are accepted.
 
     python bench/loadgen.py http://127.0.0.1:8080/hooks/TOKEN [--duration 10] [--connections 32]
-                            [--github-secret SECRET] [--out FILE] [--full]
+                            [--rate R] [--github-secret SECRET] [--out FILE] [--full]
+
+``--rate R``: open loop instead, as SaaS senders are: R requests per second in all, each
+connection sending on its own fixed schedule (every connections/R seconds, the connections
+staggered). Latency then counts from when a request was *due*, not from when it left, so a
+slow answer that delays the next request on its connection is counted against the server
+(no coordinated omission, as in wrk2); ``service_ms`` is from when it left.
 
 ``--github-secret``: sign every body as GitHub does (``X-Hub-Signature-256: sha256=<hex
 HMAC-SHA256>``), for a recipe that verifies signatures.
@@ -36,10 +42,12 @@ MAX_REQUESTS = 10_000_000  # hard bound whatever the duration
 
 class Load:
     def __init__(self, host: str, port: int, path: str, connections: int, duration: float,
-                 github_secret: str | None = None) -> None:
+                 github_secret: str | None = None, rate: float | None = None) -> None:
         self.host, self.port, self.path = host, port, path
         self.connections = connections
         self.duration = duration
+        self.rate = rate
+        self.service: list[float] = []     # seconds from send to answer, 202 only (open loop)
         self.counter = itertools.count()
         self.latencies: list[float] = []   # seconds, 202 answers only
         self.all_latencies: list[float] = []
@@ -60,10 +68,18 @@ class Load:
             head += f"X-Hub-Signature-256: {github_signature(self.secret, body)}\r\n".encode()
         return head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
-    async def connection(self, deadline: float) -> None:
+    async def connection(self, start: float, deadline: float, index: int) -> None:
         reader = writer = None
+        interval = self.connections / self.rate if self.rate else 0.0
+        due = start + index * interval / self.connections
         try:
-            while time.monotonic() < deadline:
+            while time.perf_counter() < deadline:
+                if self.rate:
+                    if due >= deadline:
+                        return
+                    wait = due - time.perf_counter()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 if writer is None:
                     try:
                         reader, writer = await asyncio.wait_for(
@@ -78,6 +94,8 @@ class Load:
                     return
                 body = json.dumps({"t": time.time(), "n": n}, separators=(",", ":")).encode()
                 t0 = time.perf_counter()
+                scheduled = due if self.rate else t0
+                due += interval
                 try:
                     writer.write(self.request(body))
                     msg = await asyncio.wait_for(read_message(reader), REQUEST_TIMEOUT)
@@ -89,7 +107,8 @@ class Load:
                     writer.close()
                     reader = writer = None
                     continue
-                lat = time.perf_counter() - t0
+                answered = time.perf_counter()
+                lat = answered - scheduled
                 start, headers, _body = msg
                 parts = start.split(" ", 2)
                 status = parts[1] if len(parts) > 1 else "?"
@@ -97,6 +116,7 @@ class Load:
                 self.all_latencies.append(lat)
                 if status == "202":
                     self.latencies.append(lat)
+                    self.service.append(answered - t0)
                     self.acked.append(n)
                     self.ack_times.append(time.time())
                 if not keep_alive(start, headers):
@@ -108,18 +128,21 @@ class Load:
 
     async def run(self) -> None:
         self.start_wall = time.time()
-        deadline = time.monotonic() + self.duration
-        await asyncio.gather(*(self.connection(deadline) for _ in range(self.connections)))
+        start = time.perf_counter()
+        deadline = start + self.duration
+        await asyncio.gather(*(self.connection(start, deadline, i) for i in range(self.connections)))
         self.end_wall = time.time()
 
     def result(self, full: bool) -> dict:
         lat = sorted(x * 1000.0 for x in self.latencies)
+        service = sorted(x * 1000.0 for x in self.service)
         window = max(self.end_wall - self.start_wall, 1e-9)
         per_second = Counter(int(t - self.start_wall) for t in self.ack_times)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         out = {
             "connections": self.connections,
             "duration": self.duration,
+            "rate": self.rate,
             "start": self.start_wall,
             "end": self.end_wall,
             "window_s": window,
@@ -138,6 +161,7 @@ class Load:
                 "max": lat[-1] if lat else None,
                 "mean": (sum(lat) / len(lat)) if lat else None,
             },
+            "service_ms": {"p50": percentile(service, 50), "p99": percentile(service, 99)},
             "acks_each_second": [per_second.get(i, 0) for i in range(int(window) + 1)],
             "cpu_s": usage.ru_utime + usage.ru_stime,
         }
@@ -152,6 +176,8 @@ def main() -> None:
     ap.add_argument("url", help="http://127.0.0.1:PORT/hooks/TOKEN")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load (max 3600)")
     ap.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (max 1000)")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="open loop: requests per second in all (default: closed loop, back to back)")
     ap.add_argument("--github-secret", default=None, help="sign each body as GitHub does, with this secret")
     ap.add_argument("--out", default=None, help="write the JSON result here instead of stdout")
     ap.add_argument("--full", action="store_true", help="include the list of acknowledged n")
@@ -161,8 +187,10 @@ def main() -> None:
         ap.error("only http://127.0.0.1 (or localhost) targets")
     if not 0 < args.duration <= 3600 or not 0 < args.connections <= 1000:
         ap.error("--duration must be in (0, 3600] and --connections in [1, 1000]")
+    if args.rate is not None and not 0 < args.rate <= 100_000:
+        ap.error("--rate must be in (0, 100000]")
     path = u.path + (f"?{u.query}" if u.query else "")
-    load = Load("127.0.0.1", u.port or 80, path, args.connections, args.duration, args.github_secret)
+    load = Load("127.0.0.1", u.port or 80, path, args.connections, args.duration, args.github_secret, args.rate)
     asyncio.run(load.run())
     text = json.dumps(load.result(args.full))
     if args.out:
