@@ -8,7 +8,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlsplit
@@ -117,9 +119,53 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def _resolve(host: str, port: int, timeout: float | None) -> list[tuple]:
-    if _is_ip_literal(host):  # an address literal needs no lookup (numeric spellings do)
-        return [(None, None, None, "", (host, port))]
+class DnsCache:
+    """Successful lookups kept for ``ttl`` seconds (0: none kept), at most ``max_entries``.
+
+    The system resolver caches nothing for us (glibc has no cache), so without this every
+    delivery to hooks.slack.com asks the DNS server again, and even a name in /etc/hosts cost
+    about 120 µs of CPU per request here (the lookup runs on a resolver thread, so the caller
+    can stop waiting at its deadline). 30 s is what the JVM keeps a lookup by default. What is
+    cached is the resolver's answer: every request still checks the addresses against its
+    client's allowlist, and still connects only to an address it checked, so a name that is
+    re-pointed at a private address (DNS rebinding) is refused once the entry expires, as it
+    was refused before on the next lookup. Failed lookups are not kept, and the client drops
+    an entry when no address in it accepted a connection (the host may have moved)."""
+
+    def __init__(self, ttl: float = 30.0, max_entries: int = 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[tuple[str, int], tuple[float, list[tuple]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, host: str, port: int) -> list[tuple] | None:
+        entry = self._entries.get((host, port))
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    def put(self, host: str, port: int, infos: list[tuple]) -> None:
+        if self.ttl <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            if len(self._entries) >= self.max_entries:  # a recipe may aim at a new host per event
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+                while len(self._entries) >= self.max_entries:  # the oldest first
+                    del self._entries[next(iter(self._entries))]
+            self._entries[(host, port)] = (now + self.ttl, infos)
+
+    def forget(self, host: str, port: int) -> None:
+        with self._lock:
+            self._entries.pop((host, port), None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _lookup(host: str, port: int, timeout: float | None) -> list[tuple]:
     if timeout is None:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     future = _RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
@@ -130,13 +176,25 @@ def _resolve(host: str, port: int, timeout: float | None) -> list[tuple]:
         raise RetryableError(f"timed out after {timeout:g} s resolving host {host!r}") from None
 
 
+def _resolve(host: str, port: int, timeout: float | None, cache: DnsCache | None) -> list[tuple]:
+    if _is_ip_literal(host):  # an address literal needs no lookup (numeric spellings do)
+        return [(None, None, None, "", (host, port))]
+    if cache is None:
+        return _lookup(host, port, timeout)
+    infos = cache.get(host, port)
+    if infos is None:
+        infos = _lookup(host, port, timeout)
+        cache.put(host, port, infos)
+    return infos
+
+
 def checked_addresses(host: str, port: int, allow: Allowlist, url: str,
-                      timeout: float | None = None) -> list[str]:
+                      timeout: float | None = None, cache: DnsCache | None = None) -> list[str]:
     """:func:`check_destination` for a URL already split: ``host`` without brackets, the
     effective ``port``; ``url`` is only quoted (redacted) in errors. ``timeout`` bounds the
-    DNS lookup (None: as long as the system resolver takes)."""
+    DNS lookup (None: as long as the system resolver takes); ``cache`` keeps its answer."""
     try:
-        infos = _resolve(host, port, timeout)
+        infos = _resolve(host, port, timeout, cache)
     except ValueError as exc:  # UnicodeError included: an empty or overlong label
         raise PermanentError(f"invalid URL {redact_url(url)!r}: {exc}") from None
     except socket.gaierror as exc:

@@ -35,6 +35,7 @@ from .destinations import (  # noqa: F401 - re-exported: the client's public sur
     ALLOWLIST_SETTING,
     Allowlist,
     DestinationNotAllowed,
+    DnsCache,
     address_problem,
     check_destination,
     check_scheme,
@@ -429,12 +430,14 @@ class OutboundClient:
     (more are opened when threads need them, and closed after use, as requests did).
     ``timeout`` is both the connect/read timeout and the deadline for the whole exchange,
     redirects and body included. ``verify`` is True, False or a CA bundle path (file or
-    directory); True uses certifi's bundle."""
+    directory); True uses certifi's bundle. Host names are looked up again after
+    ``dns_cache_seconds`` (:class:`~connectors.destinations.DnsCache`)."""
 
     def __init__(self, allowlist: Sequence[str] | str = (), timeout: float = 30.0,
                  max_response_bytes: int = 5 * 1024 * 1024, user_agent: str = "Hookline/0.1",
-                 verify: bool | str = True, pool_size: int = 32) -> None:
+                 verify: bool | str = True, pool_size: int = 32, dns_cache_seconds: float = 30.0) -> None:
         self.allowlist = Allowlist(allowlist)
+        self.dns = DnsCache(dns_cache_seconds)
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.verify = verify
@@ -523,7 +526,7 @@ class OutboundClient:
         connection (the next one only when connecting failed: nothing was sent)."""
         try:
             addresses = checked_addresses(prep.host, prep.port, self.allowlist, prep.url,
-                                          timeout=deadline - time.monotonic())
+                                          timeout=deadline - time.monotonic(), cache=self.dns)
         except ConnectorError as exc:  # e.g. "invalid URL '<the URL>'": shown as the history shows it
             exc.request = exc.request or summary
             exc.message = _scrubber(url, summary)(exc.message)
@@ -550,6 +553,7 @@ class OutboundClient:
             except (u3.HTTPError, OSError, ValueError) as exc:
                 raise _network_error(exc, url, self.timeout, summary) from exc
         assert error is not None
+        self.dns.forget(prep.host, prep.port)  # no address answered: look the name up again next time
         raise _network_error(error, url, self.timeout, summary) from error
 
     def _pool(self, prep: _Prepared, addr: str) -> urllib3.HTTPConnectionPool:

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from connectors.base import PermanentError, RetryableError
+from connectors.destinations import DnsCache
 from connectors.outbound import (
     DestinationNotAllowed,
     OutboundClient,
@@ -221,25 +222,113 @@ def test_unresolvable_host_is_retryable(client: OutboundClient) -> None:
         client.request("GET", "http://no-such-host.invalid/")
 
 
-def test_connection_is_pinned_to_the_checked_address(client: OutboundClient,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """DNS rebinding: the first lookup says 127.0.0.1 (where the sink is), later lookups
-    point elsewhere. The request must still reach the address that was checked."""
-    real = socket.getaddrinfo
-    answers = iter(["127.0.0.1"])
+class FakeDns:
+    """``socket.getaddrinfo`` answering for the names in ``answers`` (name → list of
+    addresses, changed at will by the test) from real lookups of those addresses, and
+    counting the lookups of each name; every other name is looked up for real."""
 
-    def fake(host: str, *args: object, **kwargs: object) -> list:
-        if host == "rebind.test":
-            return real(next(answers, "127.0.0.3"), *args, **kwargs)
-        return real(host, *args, **kwargs)
-    monkeypatch.setattr(socket, "getaddrinfo", fake)
-    narrow = OutboundClient(allowlist=["127.0.0.1/32"], timeout=2)
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, **answers: list[str]) -> None:
+        self.real = socket.getaddrinfo
+        self.answers = {name.replace("_", "."): addrs for name, addrs in answers.items()}
+        self.lookups: dict[str, int] = {}
+        monkeypatch.setattr(socket, "getaddrinfo", self)
+
+    def __call__(self, host: str, port: object, *args: object, **kwargs: object) -> list:
+        if host not in self.answers:
+            return self.real(host, port, *args, **kwargs)
+        self.lookups[host] = self.lookups.get(host, 0) + 1
+        addrs = self.answers[host]
+        if not addrs:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [info for addr in addrs for info in self.real(addr, port, *args, **kwargs)]
+
+
+def test_connection_is_pinned_to_the_checked_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the first lookup says 127.0.0.1 (where the sink is), the name is then
+    re-pointed at an address that is not allowed. Requests keep going to the address that
+    was checked, and once the name is looked up again the new answer is checked and refused."""
+    dns = FakeDns(monkeypatch, rebind_test=["127.0.0.1"])
+    narrow = OutboundClient(allowlist=["127.0.0.1/32"], timeout=2, dns_cache_seconds=0.5)
     with HttpSink() as sink:
         assert narrow.request("GET", f"http://rebind.test:{sink.port}/").status == 200
-        [req] = sink.wait_for(1)
-    assert req.headers["Host"] == f"rebind.test:{sink.port}"
-    with pytest.raises(DestinationNotAllowed, match=r"127\.0\.0\.3"):
-        narrow.request("GET", f"http://rebind.test:{sink.port}/")
+        dns.answers["rebind.test"] = ["127.0.0.3"]
+        assert narrow.request("GET", f"http://rebind.test:{sink.port}/").status == 200  # the cached, checked answer
+        reqs = sink.wait_for(2)
+        assert [r.headers["Host"] for r in reqs] == [f"rebind.test:{sink.port}"] * 2
+        time.sleep(0.6)
+        with pytest.raises(DestinationNotAllowed, match=r"127\.0\.0\.3"):
+            narrow.request("GET", f"http://rebind.test:{sink.port}/")
+        assert len(sink.requests) == 2
+    without_cache = OutboundClient(allowlist=["127.0.0.1/32"], timeout=2, dns_cache_seconds=0)
+    dns.answers["rebind.test"] = ["127.0.0.1"]
+    with HttpSink() as sink:
+        assert without_cache.request("GET", f"http://rebind.test:{sink.port}/").status == 200
+        dns.answers["rebind.test"] = ["127.0.0.3"]
+        with pytest.raises(DestinationNotAllowed, match=r"127\.0\.0\.3"):
+            without_cache.request("GET", f"http://rebind.test:{sink.port}/")
+
+
+def test_a_host_name_is_looked_up_once_per_ttl_not_once_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy recipe posting to one service must not ask the DNS server before every
+    delivery (glibc caches nothing): after the first call, 50 calls from 8 threads within
+    the TTL make no lookup, and a call after the TTL looks the name up again."""
+    dns = FakeDns(monkeypatch, hooks_test=["127.0.0.1"])
+    client = OutboundClient(allowlist=LOCAL, timeout=2, dns_cache_seconds=0.5)
+    with HttpSink() as sink:
+        assert client.request("GET", f"http://hooks.test:{sink.port}/").status == 200
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _n: client.request("GET", f"http://hooks.test:{sink.port}/").status,
+                                     range(50)))
+        assert statuses == [200] * 50
+        assert dns.lookups["hooks.test"] == 1
+        time.sleep(0.6)
+        assert client.request("GET", f"http://hooks.test:{sink.port}/").status == 200
+        assert dns.lookups["hooks.test"] == 2
+        assert len(sink.wait_for(52)) == 52
+    client.close()
+
+
+def test_a_failed_lookup_is_not_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    dns = FakeDns(monkeypatch, flaky_test=[])
+    client = OutboundClient(allowlist=LOCAL, timeout=2, dns_cache_seconds=60)
+    with HttpSink() as sink:
+        with pytest.raises(RetryableError, match="could not resolve host 'flaky.test'"):
+            client.request("GET", f"http://flaky.test:{sink.port}/")
+        dns.answers["flaky.test"] = ["127.0.0.1"]
+        assert client.request("GET", f"http://flaky.test:{sink.port}/").status == 200
+    assert dns.lookups["flaky.test"] == 2
+
+
+def test_a_host_that_moved_is_looked_up_again_after_a_refused_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached address stops answering (the service moved): the failed attempt is retried
+    by the runner, and the retry must not wait for the TTL to find the new address."""
+    dns = FakeDns(monkeypatch, moved_test=["127.0.0.2"])  # nothing listens on 127.0.0.2
+    client = OutboundClient(allowlist=LOCAL, timeout=2, dns_cache_seconds=60)
+    with HttpSink() as sink:
+        with pytest.raises(RetryableError, match="connection refused"):
+            client.request("GET", f"http://moved.test:{sink.port}/")
+        dns.answers["moved.test"] = ["127.0.0.1"]
+        assert client.request("GET", f"http://moved.test:{sink.port}/").status == 200
+    assert dns.lookups["moved.test"] == 2
+
+
+def test_the_dns_cache_is_bounded() -> None:
+    """A recipe may aim at a new host name per event; the cache keeps at most its bound,
+    the newest entries, and drops expired ones first."""
+    now = [0.0]
+    cache = DnsCache(ttl=10, max_entries=4, clock=lambda: now[0])
+    for n in range(10):
+        cache.put(f"h{n}.test", 443, [("info", n)])
+    assert len(cache) == 4
+    assert [cache.get(f"h{n}.test", 443) for n in (5, 6, 7, 8, 9)] == [None, [("info", 6)], [("info", 7)],
+                                                                       [("info", 8)], [("info", 9)]]
+    now[0] = 5.0
+    cache.put("fresh.test", 443, [("info", "fresh")])  # full: the oldest goes
+    assert cache.get("h6.test", 443) is None and cache.get("fresh.test", 443) == [("info", "fresh")]
+    now[0] = 12.0  # h7..h9 expired, fresh.test not yet
+    assert cache.get("h9.test", 443) is None
+    cache.put("new.test", 80, [("info", "new")])
+    assert len(cache) == 2 and cache.get("fresh.test", 443) is not None
 
 
 def test_https_verifies_the_hostname_while_connecting_to_the_pinned_ip(tmp_path: object) -> None:

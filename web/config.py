@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
     "OUTBOUND_ALLOWLIST": [],      # CIDRs/hosts outbound calls may reach although not public
     "OUTBOUND_TIMEOUT": 30.0,
+    "DNS_CACHE_SECONDS": 30.0,     # how long an outbound host name's addresses are reused; 0: look up every call
     "LEASE_SECONDS": 300,
     "POLL_INTERVAL": 1.0,
     "RUNS_PER_PAGE": 50,
