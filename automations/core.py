@@ -17,9 +17,10 @@ from connectors.outbound import OutboundClient
 
 from . import recipes as recipes_mod
 from .clock import Clock, system_clock
-from .db import READ_ONLY, configure_engine, create_schema, make_session_factory
+from .db import READ_ONLY, configure_engine, make_session_factory
 from .definitions import DefinitionCache
 from .models import Connection, Recipe
+from .schema import create_schema
 from .secrets import SecretBox, load_or_create_key
 from .ttlcache import TtlCache
 from .writer import BatchWriter

@@ -22,8 +22,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Base
-
 READ_ONLY = "hookline_read_only"
 LOCK_TIMEOUT = 30.0
 
@@ -200,7 +198,3 @@ def make_session_factory(engine: Engine, read_only: bool = False) -> Callable[[]
     writer lock and run concurrently with writers (WAL snapshot reads)."""
     bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
     return sessionmaker(bind=bind, expire_on_commit=False)
-
-
-def create_schema(engine: Engine) -> None:
-    Base.metadata.create_all(engine)

@@ -28,6 +28,12 @@ from .clock import utcnow
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# An id is never given twice. Without AUTOINCREMENT, SQLite hands out the highest id + 1, so
+# deleting the newest recipe (or connection, user, run…) gave its id to the next one: that
+# one then ran the deleted recipe's cached definition, old versions pointed at a stranger's
+# credentials, and links and sessions naming the old id reached the new row. PostgreSQL's
+# identities never go back. Databases made before are upgraded at start (automations.schema).
+NEVER_REUSED = {"sqlite_autoincrement": True}
 
 
 class Base(DeclarativeBase):
@@ -59,6 +65,7 @@ class Connection(Base):
     """Credentials stored once and chosen by recipes. ``secret_blob`` is Fernet-encrypted JSON."""
 
     __tablename__ = "connections"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -73,6 +80,7 @@ class Recipe(Base):
     """A named inbound URL plus its current definition (kept as immutable versions)."""
 
     __tablename__ = "recipes"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -100,7 +108,7 @@ class RecipeVersion(Base):
     """
 
     __tablename__ = "recipe_versions"
-    __table_args__ = (UniqueConstraint("recipe_id", "version"),)
+    __table_args__ = (UniqueConstraint("recipe_id", "version"), NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     recipe_id: Mapped[int] = mapped_column(ForeignKey("recipes.id", ondelete="CASCADE"))
@@ -115,7 +123,7 @@ class Event(Base):
     """One inbound request exactly as received (raw bytes kept) plus its parsed body."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_recipe_received", "recipe_id", "received_at"),)
+    __table_args__ = (Index("ix_events_recipe_received", "recipe_id", "received_at"), NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     recipe_id: Mapped[int | None] = mapped_column(
@@ -141,6 +149,7 @@ class Run(Base):
         Index("ix_runs_due", "status", "next_attempt_at"),
         Index("ix_runs_recipe_created", "recipe_id", "created_at"),
         Index("ix_runs_created", "created_at"),
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -211,6 +220,7 @@ class User(Base):
     password change) so every session cookie issued before stops working."""
 
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSED
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)  # stored lower-cased

@@ -482,7 +482,8 @@ def test_users_and_account_forms_need_the_csrf_token(tmp_path):
 
 @pytest.mark.postgres
 def test_two_admins_cannot_demote_each_other_at_once_on_postgres():
-    from automations.db import create_schema, make_engine, make_session_factory
+    from automations.db import make_engine, make_session_factory
+    from automations.schema import create_schema
     from tests.pg import temp_database
 
     databases = temp_database()
