@@ -2,9 +2,11 @@
 except as ``credentials_for`` hands them to a connector's ``run``."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connectors.registry import CREDENTIALS
@@ -13,21 +15,88 @@ from .models import Connection, Recipe, RecipeVersion
 from .recipes import Problem, RecipeInvalid
 from .secrets import SecretBox
 
+NAME_MAX = Connection.__table__.c.name.type.length  # the column's length: longer names are refused
+
 
 class ConnectionInUse(ValueError):
     pass
 
 
+def connection_id(value: Any) -> int | None:
+    """A reference as stored in a definition (an int, or digits from a form) as an id."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def references(definition: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every part of a definition that holds a connection: each step and each settings part
+    (``verify``, ``alert``, any other) with a ``connection`` key, as (where, the part itself).
+    One walk for "who uses this connection" and for export/import, so none is missed."""
+    for i, step in enumerate(definition.get("steps") or []):
+        if isinstance(step, dict) and "connection" in step:
+            yield f"steps.{i}", step
+    settings = definition.get("settings")
+    for key, part in (settings.items() if isinstance(settings, dict) else ()):
+        if isinstance(part, dict) and "connection" in part:
+            yield f"settings.{key}", part
+
+
+def _name_problems(session: Session, name: str, own_id: int | None) -> list[Problem]:
+    if not name:
+        return [Problem("name", "is required")]
+    if len(name) > NAME_MAX:
+        return [Problem("name", f"at most {NAME_MAX} characters")]
+    if _taken(session, name, own_id):
+        return [_name_taken(name)]
+    return []
+
+
+def _taken(session: Session, name: str, own_id: int | None) -> bool:
+    """Matches like the unique constraint does (exact, case-sensitive on SQLite and PostgreSQL)."""
+    query = select(Connection.id).where(Connection.name == name)
+    if own_id is not None:
+        query = query.where(Connection.id != own_id)
+    return session.scalar(query.limit(1)) is not None
+
+
+def _name_taken(name: str) -> Problem:
+    return Problem("name", f"a connection named '{name}' already exists")
+
+
+def _commit(session: Session, name: str, own_id: int | None) -> None:
+    """Commit; the unique constraint stays the last line of defence, so a name taken between
+    the check and the commit (another process) is the same field error, not a crash."""
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        text = str(exc.orig).lower()
+        if ("unique" in text and "name" in text) or _taken(session, name, own_id):
+            raise RecipeInvalid([_name_taken(name)]) from None
+        raise
+
+
 def _split(kind: str, values: dict[str, Any], existing_secrets: dict[str, Any],
-           name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+           clear: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any], list[Problem]]:
     ctype = CREDENTIALS.get(kind)
     if ctype is None:
         raise RecipeInvalid([Problem("kind", f"unknown connection type '{kind}'")])
-    problems = [] if name.strip() else [Problem("name", "is required")]
+    problems = [Problem(n, "only a saved secret can be cleared")
+                for n in sorted(clear - ctype.secret_names)]
     settings: dict[str, Any] = {}
     secrets: dict[str, Any] = {}
     for f in ctype.fields:
         value = values.get(f.name)
+        if f.secret and f.name in clear:
+            if f.required:
+                problems.append(Problem(f.name, "is required, so it cannot be cleared: enter a new value"))
+            elif value not in (None, ""):
+                problems.append(Problem(f.name, "enter a new value or clear the saved one, not both"))
+            continue
         if f.secret:
             # A blank secret on edit keeps the stored one: secrets are never shown again.
             value = value if value not in (None, "") else existing_secrets.get(f.name)
@@ -38,37 +107,60 @@ def _split(kind: str, values: dict[str, Any], existing_secrets: dict[str, Any],
         if value is None:
             continue
         (secrets if f.secret else settings)[f.name] = value
-    if problems:
-        raise RecipeInvalid(problems)
-    return settings, secrets
+    return settings, secrets, problems
 
 
 def create(session: Session, box: SecretBox, name: str, kind: str, values: dict[str, Any]) -> Connection:
-    settings, secrets = _split(kind, values, {}, name)
-    conn = Connection(name=name.strip(), kind=kind, settings=settings,
+    """Validate (name free and at most ``NAME_MAX`` long, required fields) and insert."""
+    name = name.strip()
+    settings, secrets, problems = _split(kind, values, {}, frozenset())
+    problems = _name_problems(session, name, None) + problems
+    if problems:
+        raise RecipeInvalid(problems)
+    conn = Connection(name=name, kind=kind, settings=settings,
                       secret_blob=box.encrypt(secrets) if secrets else None)
     session.add(conn)
-    session.commit()
+    _commit(session, name, None)
     return conn
 
 
-def update(session: Session, box: SecretBox, conn: Connection, name: str, values: dict[str, Any]) -> Connection:
-    settings, secrets = _split(conn.kind, values, box.decrypt(conn.secret_blob), name)
-    conn.name = name.strip()
+def update(session: Session, box: SecretBox, conn: Connection, name: str, values: dict[str, Any], *,
+           clear: Iterable[str] = ()) -> Connection:
+    """Validate and save. A blank secret keeps the stored one; the optional secrets named in
+    ``clear`` are removed (blank cannot mean both "keep" and "remove")."""
+    name = name.strip()
+    settings, secrets, problems = _split(conn.kind, values, box.decrypt(conn.secret_blob), frozenset(clear))
+    problems = _name_problems(session, name, conn.id) + problems
+    if problems:
+        raise RecipeInvalid(problems)
+    conn.name = name
     conn.settings = settings
     conn.secret_blob = box.encrypt(secrets) if secrets else None
-    session.commit()
+    _commit(session, name, conn.id)
     return conn
 
 
-def users_of(session: Session, conn: Connection) -> list[Recipe]:
-    """Recipes whose current version uses the connection."""
+def usage(session: Session) -> dict[int, list[Recipe]]:
+    """Recipes by connection id, counting every reference in each recipe's current version
+    (steps, and settings such as ``verify`` and ``alert``): a signing secret that only a
+    "Verify the sender" setting uses must not look unused and be deleted."""
     rows = session.execute(
         select(Recipe, RecipeVersion.definition).join(
             RecipeVersion, (RecipeVersion.recipe_id == Recipe.id)
-            & (RecipeVersion.version == Recipe.current_version))
+            & (RecipeVersion.version == Recipe.current_version)).order_by(Recipe.name, Recipe.id)
     )
-    return [r for r, d in rows if any(s.get("connection") == conn.id for s in d.get("steps", []))]
+    found: dict[int, list[Recipe]] = {}
+    for recipe, definition in rows:
+        ids = {connection_id(part.get("connection")) for _, part in references(definition or {})}
+        for cid in ids:
+            if cid is not None:
+                found.setdefault(cid, []).append(recipe)
+    return found
+
+
+def users_of(session: Session, conn: Connection) -> list[Recipe]:
+    """Recipes whose current version uses the connection anywhere (see ``usage``)."""
+    return usage(session).get(conn.id, [])
 
 
 def delete(session: Session, conn: Connection) -> None:

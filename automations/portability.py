@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import recipes as recipes_mod
+from .connections import connection_id, references
 from .models import Connection, Recipe, RecipeStatus
 
 FORMAT_VERSION = 1
-SETTINGS_WITH_CONNECTION = ("alert", "verify")  # settings parts that name a connection
 
 
 class ImportProblem(ValueError):
@@ -36,15 +36,11 @@ def export_all(session: Session) -> dict[str, Any]:
     out_recipes = []
     for r in session.scalars(select(Recipe).order_by(Recipe.id)):
         d = recipes_mod.current_definition(r)
-        for step in d["steps"]:
-            cid = step.pop("connection", None)
-            step["connection"] = conns[cid].name if cid in conns else None
-            if step["connection"] is None:
-                del step["connection"]
-        for part in SETTINGS_WITH_CONNECTION:  # ids are local to a server: files use names
-            ref = d["settings"].get(part)
-            if isinstance(ref, dict) and ref.get("connection") in conns:
-                ref["connection"] = conns[ref["connection"]].name
+        for where, part in list(references(d)):  # ids are local to a server: a file uses names
+            conn = conns.get(connection_id(part["connection"]))
+            part["connection"] = conn.name if conn is not None else None  # never a raw id
+            if conn is None and where.startswith("steps."):
+                del part["connection"]  # a step without one leaves it out; normalize restores it
         out_recipes.append({"name": r.name, "token": r.token, "status": r.status,
                             "fields": d["fields"], "steps": d["steps"], "settings": d["settings"]})
     return {
@@ -90,26 +86,24 @@ def import_all(session: Session, data: dict[str, Any]) -> list[Imported]:
         if token is not None and not (isinstance(token, str) and recipes_mod.TOKEN_FORMAT.match(token)):
             problems.append(f"{label}: token must be 22-64 URL-safe characters (at least 128 bits)")
             continue
-        steps = []
-        for j, step in enumerate(item.get("steps") or []):
-            step = dict(step)
-            cname = step.get("connection")
-            if cname is not None:
-                if cname not in by_name:
-                    problems.append(f"{label}: steps.{j}.connection: no connection named '{cname}' here; "
-                                    "create it first (secrets are never exported)")
-                    continue
-                step["connection"] = by_name[cname]
-            steps.append(step)
-        settings = dict(item.get("settings") or {})
-        for part in SETTINGS_WITH_CONNECTION:
-            ref = settings.get(part)
-            if isinstance(ref, dict) and ref.get("connection") is not None:
-                cname = ref["connection"]
-                if cname not in by_name:
-                    problems.append(f"{label}: settings.{part}.connection: no connection named '{cname}' here; "
-                                    "create it first (secrets are never exported)")
-                settings[part] = {**ref, "connection": by_name.get(cname)}
+        raw_steps, raw_settings = item.get("steps") or [], item.get("settings") or {}
+        if not isinstance(raw_steps, list) or not all(isinstance(s, dict) for s in raw_steps):
+            problems.append(f"{label}: steps must be a list of mappings")
+            continue
+        if not isinstance(raw_settings, dict):
+            problems.append(f"{label}: settings must be a mapping")
+            continue
+        steps = [dict(step) for step in raw_steps]  # copies: the parsed file is left as read
+        settings = {k: dict(v) if isinstance(v, dict) else v for k, v in raw_settings.items()}
+        for where, part in references({"steps": steps, "settings": settings}):
+            cname = part["connection"]  # every reference (steps, verify, alert…) by name, as exported
+            if cname is None:
+                continue
+            if not isinstance(cname, str) or cname not in by_name:
+                problems.append(f"{label}: {where}.connection: no connection named '{cname}' here; "
+                                "create it first (secrets are never exported)")
+                continue
+            part["connection"] = by_name[cname]
         definition = {"fields": item.get("fields") or [], "steps": steps, "settings": settings}
         prepared.append((label, item, token, definition))
     if problems:

@@ -1,5 +1,7 @@
 """Connection pages. Secret fields are password inputs that are never filled in: once saved,
-a secret only leaves the engine for a connector's ``run``."""
+a secret only leaves the engine for a connector's ``run``. So a form shown again after an
+error says which typed secrets must be typed again, and a saved optional secret is removed
+with its own "Clear" box (blank means keep)."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -16,7 +18,7 @@ from connectors.registry import CREDENTIALS
 
 from .auth import requires
 from .extensions import core, db
-from .form_fields import DeclaredForm
+from .form_fields import CredentialForm
 from .forms import ConnectionForm, credential_form_class
 
 bp = Blueprint("connections", __name__, url_prefix="/connections")
@@ -40,7 +42,7 @@ def _saved_secret_names(conn: Connection) -> frozenset[str]:
         return frozenset()
 
 
-def _show(exc: RecipeInvalid, form: ConnectionForm, values: DeclaredForm) -> None:
+def _show(exc: RecipeInvalid, form: ConnectionForm, values: CredentialForm) -> None:
     for p in exc.problems:
         if p.where == "name":
             form.name.errors = [*form.name.errors, p.message]
@@ -48,15 +50,18 @@ def _show(exc: RecipeInvalid, form: ConnectionForm, values: DeclaredForm) -> Non
             flash(str(p), "error")
 
 
-def _render(form: ConnectionForm, values: DeclaredForm, ctype: CredentialType,
+def _render(form: ConnectionForm, values: CredentialForm, ctype: CredentialType,
             conn: Connection | None) -> str:
+    if values.errors or form.name.errors:  # shown again: typed secrets did not survive the trip
+        values.flag_typed_secrets()
     return render_template("connections/edit.html", form=form, values=values, ctype=ctype, conn=conn)
 
 
 @bp.get("/")
 def index() -> str:
     rows = list(db.session.scalars(select(Connection).order_by(Connection.name)))
-    users = {c.id: connections.users_of(db.session, c) for c in rows}
+    used = connections.usage(db.session)
+    users = {c.id: used.get(c.id, []) for c in rows}
     return render_template("connections/index.html", connections=rows, users=users, types=CREDENTIALS)
 
 
@@ -99,7 +104,8 @@ def edit(conn_id: int) -> Response | str:
     values = form_cls(formdata=request.form, prefix=PREFIX)
     if values.validate():
         try:
-            connections.update(db.session, core().secret_box, conn, form.name.data or "", values.values())
+            connections.update(db.session, core().secret_box, conn, form.name.data or "", values.values(),
+                               clear=values.cleared())
         except RecipeInvalid as exc:
             db.session.rollback()
             _show(exc, form, values)

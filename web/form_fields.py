@@ -213,16 +213,51 @@ def inputs_form_class(action_key: str) -> type[DeclaredForm]:
     return type(f"Inputs_{action_key}", (DeclaredForm,), {"declared": fields})
 
 
-def credential_form_class(kind: str, saved_secrets: frozenset[str] = frozenset()) -> type[DeclaredForm]:
+CLEAR_PREFIX = "clear-"  # declared names are identifiers, so "clear-<name>" never collides
+NOT_KEPT = "Not saved: enter it again (secrets are never sent back to the browser)"
+
+
+class CredentialForm(DeclaredForm):
+    """A connection type's fields, plus a "Clear the saved value" box after each optional
+    secret that is saved: a blank secret means "keep", so removing one needs its own input."""
+
+    secrets: tuple[str, ...] = ()   # the declared secret fields
+    clearable: tuple[str, ...] = ()  # the secrets that got a box
+
+    def values(self) -> dict[str, Any]:
+        return {name: f.data for name, f in self._fields.items() if not name.startswith(CLEAR_PREFIX)}
+
+    def cleared(self) -> frozenset[str]:
+        """The secrets whose box is ticked."""
+        return frozenset(n for n in self.clearable if self._fields[CLEAR_PREFIX + n].data)
+
+    def flag_typed_secrets(self) -> None:
+        """The form is shown again with an error: password inputs never carry their value back,
+        so say so on each secret that was typed, rather than let the next save drop it."""
+        for name in self.secrets:
+            if self._fields[name].data not in (None, ""):
+                self.add_error(name, NOT_KEPT)
+
+
+def credential_form_class(kind: str, saved_secrets: frozenset[str] = frozenset()) -> type[CredentialForm]:
     """The form of a connection type; secrets already saved say so instead of showing."""
     return _credential_form_class(kind, saved_secrets)
 
 
 @cache
-def _credential_form_class(kind: str, saved_secrets: frozenset[str]) -> type[DeclaredForm]:
+def _credential_form_class(kind: str, saved_secrets: frozenset[str]) -> type[CredentialForm]:
     ctype = CREDENTIALS[kind]
-    fields = tuple((f.name, build_field(f, secret_saved=f.name in saved_secrets)) for f in ctype.fields)
-    return type(f"Credentials_{kind}", (DeclaredForm,), {"declared": fields})
+    fields: list[tuple[str, UnboundField]] = []
+    clearable = []
+    for f in ctype.fields:
+        fields.append((f.name, build_field(f, secret_saved=f.name in saved_secrets)))
+        if f.secret and not f.required and f.name in saved_secrets:  # a required one is replaced, never cleared
+            clearable.append(f.name)
+            fields.append((CLEAR_PREFIX + f.name, BooleanField(
+                "Clear the saved value", default=False,
+                render_kw={"aria-label": f"Clear the saved value: {f.label}"})))  # which one, for screen readers
+    return type(f"Credentials_{kind}", (CredentialForm,), {
+        "declared": tuple(fields), "secrets": tuple(sorted(ctype.secret_names)), "clearable": tuple(clearable)})
 
 
 def is_blank(value: Any) -> bool:
