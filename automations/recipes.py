@@ -14,6 +14,7 @@ field. Nothing is written unless the whole definition is valid.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import secrets
 from collections.abc import Iterable
@@ -36,6 +37,9 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 RESERVED_NAMES = frozenset({"trigger", "steps", "fields", "now", "loop", "range", "true", "false", "none"})
 TOKEN_BYTES = 24  # 192 bits of randomness, URL-safe base64 → 32 characters
 TOKEN_FORMAT = re.compile(r"^[A-Za-z0-9_-]{22,64}$")  # imported tokens: at least 128 bits
+NAME_MAX = 200  # the recipes.name column is String(200)
+DEFAULT_RULE = ("Used when the path matches nothing. Read as JSON when it parses as JSON (0, 2.5, "
+                'true, null, [], {"a": 1}, "quoted text"), otherwise as plain text. Empty or null: no default.')
 
 
 def new_token() -> str:
@@ -59,6 +63,34 @@ class RecipeInvalid(ValueError):
 
 def empty_definition() -> dict[str, Any]:
     return {"fields": [], "steps": [], "settings": {}}
+
+
+def parse_default(text: str | None) -> Any:
+    """A field default as typed in a form: JSON when the text parses as JSON, else the text.
+
+    Steps do arithmetic on defaults (``{{ cents / 100 }}``), so ``0`` must mean the number 0,
+    not the string "0"; a quoted ``"0"`` is the text. Blank (or ``null``) means no default.
+    """
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def format_default(value: Any) -> str:
+    """The text that :func:`parse_default` reads back as ``value``, for showing it in a form.
+
+    Plain text is shown as is unless it would read back as something else (``"0"``,
+    ``"true"``, padded text), then it is shown quoted.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str) and parse_default(value) == value:
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def normalize(definition: dict[str, Any] | None) -> dict[str, Any]:
@@ -112,6 +144,16 @@ def _validate_alert(settings: dict[str, Any], connections: dict[int, Connection]
     if limit not in (None, "") and not (isinstance(limit, int) and 0 <= limit <= 10_000):
         problems.append(Problem("settings.pause_after_dead", "must be a whole number from 0 (never) to 10000"))
     return problems
+
+
+def name_problems(name: str) -> list[Problem]:
+    """Problems with a recipe's name (the column holds at most ``NAME_MAX`` characters)."""
+    name = (name or "").strip()
+    if not name:
+        return [Problem("name", "is required")]
+    if len(name) > NAME_MAX:
+        return [Problem("name", f"must be at most {NAME_MAX} characters (this one has {len(name)})")]
+    return []
 
 
 def _check_name(where: str, name: str, seen: set[str], what: str) -> list[Problem]:
@@ -202,7 +244,7 @@ def _connections(session: Session) -> dict[int, Connection]:
 
 def _checked(session: Session, name: str, definition: dict[str, Any] | None) -> dict[str, Any]:
     d = normalize(definition)
-    problems = [] if name.strip() else [Problem("name", "is required")]
+    problems = name_problems(name)
     problems += validate(d, _connections(session))
     if problems:
         raise RecipeInvalid(problems)
@@ -230,18 +272,49 @@ def create(session: Session, name: str, definition: dict[str, Any] | None = None
 def update_recipe(session: Session, recipe: Recipe, *, name: str | None = None,
                   definition: dict[str, Any] | None = None, clock: Clock = system_clock,
                   commit: bool = True) -> Recipe:
-    """Rename and/or save a new version (only when the definition changed)."""
+    """Rename and/or save a new version (only when the definition changed).
+
+    A save that changes neither the name nor the definition writes nothing, so re-saving an
+    untouched editor neither makes a version nor moves ``updated_at``.
+    """
     new_name = recipe.name if name is None else name
     d = _checked(session, new_name, definition if definition is not None else current_definition(recipe))
+    renamed = new_name.strip() != recipe.name
+    changed = not same_behaviour(d, current_definition(recipe))
     recipe.name = new_name.strip()
-    if d != current_definition(recipe):
+    if changed:
         recipe.current_version += 1
         recipe.versions.append(RecipeVersion(version=recipe.current_version, definition=d,
                                              created_at=clock.now()))
-    recipe.updated_at = clock.now()
+    if renamed or changed:
+        recipe.updated_at = clock.now()
     if commit:
         session.commit()
     return recipe
+
+
+def same_behaviour(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two saved definitions run the same way.
+
+    The editor writes out every input it shows, so an imported step without
+    ``content_type`` comes back with the declared default the runner would use anyway;
+    that is not a change worth a new version.
+    """
+    return _as_run(a) == _as_run(b)
+
+
+def _as_run(definition: dict[str, Any]) -> dict[str, Any]:
+    """The definition with each step's (and the alert's) missing inputs set to the declared
+    defaults the runner applies."""
+    d = copy.deepcopy(definition)
+    alert = d.get("settings", {}).get("alert")
+    for step in [*d.get("steps", []), *([alert] if isinstance(alert, dict) else [])]:
+        action = ACTIONS.get(step.get("action", ""))
+        if action is not None and isinstance(step.get("inputs"), dict):
+            for fld in action.fields:
+                if fld.default is not None:
+                    step["inputs"].setdefault(fld.name, fld.default)
+    return d
 
 
 def current_definition(recipe: Recipe) -> dict[str, Any]:

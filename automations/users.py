@@ -28,7 +28,12 @@ def _dummy_hash() -> str:
 
 
 class UserInvalid(ValueError):
-    """``"<field>: <message>"``: the form field the problem belongs to, then the problem."""
+    """One or more ``"<field>: <message>"`` problems (the form field, then the problem), so a
+    form can show every one of them at once; ``str()`` joins them with "; "."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 class LastAdmin(UserInvalid):
@@ -48,12 +53,16 @@ def role_at_least(role: str | None, needed: str) -> bool:
 
 
 def validate(email: str, password: str, role: str) -> None:
+    """Raise one ``UserInvalid`` carrying every problem, not just the first."""
+    problems = []
     if not EMAIL_RE.match(email) or len(email) > 254:
-        raise UserInvalid("email: not a valid email address")
+        problems.append("email: not a valid email address")
     if len(password or "") < MIN_PASSWORD:
-        raise UserInvalid(f"password: must be at least {MIN_PASSWORD} characters")
+        problems.append(f"password: must be at least {MIN_PASSWORD} characters")
     if role not in ROLES:
-        raise UserInvalid(f"role: must be one of {', '.join(ROLES)}")
+        problems.append(f"role: must be one of {', '.join(ROLES)}")
+    if problems:
+        raise UserInvalid(*problems)
 
 
 def create_user(session: Session, email: str, password: str, role: str = "viewer") -> User:

@@ -184,8 +184,9 @@ def test_run_again_after_the_recipe_was_deleted_says_why(app, client):
 def test_run_held_needs_the_recipe_resumed(app, client):
     recipe_id, token = make_recipe(app, "A", paused=True)
     client.post(f"/hooks/{token}", json={})
-    assert "Run now" in client.get("/runs/1").get_data(as_text=True)
-    resp = client.post("/runs/1/run-held", follow_redirects=True)
+    page = client.get("/runs/1").get_data(as_text=True)
+    assert "Run now" not in page and 'id="held-note"' in page and f'href="/recipes/{recipe_id}"' in page
+    resp = client.post("/runs/1/run-held", follow_redirects=True)  # a stale page's button: refused, said why
     assert "Cannot run this event now: resume the recipe first" in resp.get_data(as_text=True)
     client.post(f"/recipes/{recipe_id}/resume", data={"held": "keep"})
     resp = client.post("/runs/1/run-held", follow_redirects=True)

@@ -90,7 +90,7 @@ PAGES: dict[str, list[tuple[str, str, str]]] = {
         ("replay", 'action="/runs/{run}/replay"', E),
     ],
     "/runs/{held}": [
-        ("run held", 'action="/runs/{held}/run-held"', E),
+        ("held, and why", 'id="held-note"', V),
         ("replay", 'action="/runs/{held}/replay"', E),
     ],
     "/connections/": [

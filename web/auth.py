@@ -178,13 +178,18 @@ def required_role(endpoint: str | None) -> str:
     return getattr(view, "hookline_role", "viewer")
 
 
-def show_error(form: FlaskForm, exc: users.UserInvalid) -> None:
-    """Put a ``"<field>: <message>"`` problem on that field of the form, else above the form."""
-    field, _, message = str(exc).partition(": ")
-    if message and field in form:
-        form[field].errors = [*form[field].errors, message]
-    else:
-        form.form_errors.append(message or str(exc))
+def show_error(form: FlaskForm, exc: users.UserInvalid, *, skip_flagged: bool = False) -> None:
+    """Put each ``"<field>: <message>"`` problem on that field of the form, else above the form.
+
+    ``skip_flagged`` leaves out problems of fields the form's own checks already flagged
+    (an empty email is "required", not also "not a valid email address")."""
+    for problem in exc.problems or [str(exc)]:
+        field, _, message = problem.partition(": ")
+        if message and field in form:
+            if not (skip_flagged and form[field].errors):
+                form[field].errors = [*form[field].errors, message]
+        else:
+            form.form_errors.append(message or problem)
 
 
 @bp.app_context_processor
@@ -245,14 +250,18 @@ def setup() -> Response | str:
     if users.count(db.session) > 0:
         abort(404)
     form = SetupForm()
-    if form.validate_on_submit():
-        try:
-            user = users.create_user(db.session, form.email.data or "", form.password.data or "", "admin")
+    if form.is_submitted():
+        valid = form.validate()
+        email, password = form.email.data or "", form.password.data or ""
+        try:  # the engine's checks even when the form's failed: every error in one round trip
+            users.validate(users.normalize_email(email), password, "admin")
+            user = users.create_user(db.session, email, password, "admin") if valid else None
         except users.UserInvalid as exc:
             db.session.rollback()
-            show_error(form, exc)
+            show_error(form, exc, skip_flagged=True)
         else:
-            start_session(user)
-            flash(f"Welcome. You are signed in as {user.email} (admin).", "success")
-            return redirect(url_for("ui.index"))
+            if user is not None:
+                start_session(user)
+                flash(f"Welcome. You are signed in as {user.email} (admin).", "success")
+                return redirect(url_for("ui.index"))
     return render_template("auth/setup.html", form=form)

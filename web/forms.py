@@ -20,7 +20,7 @@ from werkzeug.datastructures import MultiDict
 from wtforms import SelectField, StringField
 
 from automations.models import Connection
-from automations.recipes import RESERVED_NAMES, Problem
+from automations.recipes import DEFAULT_RULE, RESERVED_NAMES, Problem, format_default, parse_default
 from connectors.base import Action
 from connectors.registry import ACTIONS
 
@@ -52,11 +52,26 @@ class ConnectionForm(FlaskForm):
                        description="Recipes choose a connection by this name.")
 
 
+class DefaultField(TextField):
+    """A field's default, typed: ``0`` is the number 0, ``"0"`` the text (see ``DEFAULT_RULE``).
+
+    Shown as the text that reads back as the stored value, so saving an untouched editor
+    stores exactly what was there.
+    """
+
+    def format(self, value: Any) -> str:
+        return format_default(value)
+
+    def process_formdata(self, valuelist: list[str]) -> None:
+        self.data = parse_default(valuelist[0] if valuelist else None)
+
+
 class FieldRowForm(DeclaredForm):
     declared = (
         ("name", TextField("Name", render_kw={"placeholder": "email"})),
         ("path", TextField("JSONPath", render_kw={"placeholder": "$.data.email"})),
-        ("default", TextField("Default", render_kw={"placeholder": "(none)"})),
+        ("default", DefaultField("Default", description=DEFAULT_RULE,
+                                 render_kw={"placeholder": "(none)", "title": DEFAULT_RULE})),
     )
 
 
@@ -253,8 +268,9 @@ class RecipeEditor:
         """The definition as posted; blank field rows are left out."""
         fields = []
         for row in filter(self._filled, self.fields):
-            v = {k: (s.strip() if isinstance(s, str) else s) for k, s in row.values().items()}
-            fields.append({"name": v["name"] or "", "path": v["path"] or "", "default": v["default"] or None})
+            v = row.values()  # the default is already typed (a quoted " x " keeps its spaces)
+            fields.append({"name": (v["name"] or "").strip(), "path": (v["path"] or "").strip(),
+                           "default": v["default"]})
         steps = []
         for b in self.steps:
             s = b.form.values()

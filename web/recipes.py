@@ -16,7 +16,7 @@ from automations import history, recipes
 from automations.history import RunFilter, runs_query
 from automations.mapping import sample_paths
 from automations.models import Connection, Event, Recipe
-from automations.recipes import Problem, RecipeInvalid
+from automations.recipes import RecipeInvalid
 from connectors.registry import ACTIONS, CREDENTIALS
 
 from .auth import requires
@@ -57,8 +57,7 @@ def _save(editor: RecipeEditor, write: Callable[[str, dict[str, Any]], Recipe]) 
     if not editor.validate_local():
         # Still show what else is wrong, so one round trip fixes everything.
         conns = {c.id: c for c in editor.connections}
-        problems = [] if editor.name.strip() else [Problem("name", "is required")]
-        editor.show(problems + recipes.validate(recipes.normalize(definition), conns))
+        editor.show(recipes.name_problems(editor.name) + recipes.validate(recipes.normalize(definition), conns))
         return None
     try:
         return write(editor.name, definition)
@@ -71,7 +70,8 @@ def _save(editor: RecipeEditor, write: Callable[[str, dict[str, Any]], Recipe]) 
 def _edit_page(editor: RecipeEditor, recipe: Recipe | None) -> str:
     event, paths = _sample(recipe) if recipe else (None, [])
     return render_template("recipes/edit.html", editor=editor, recipe=recipe, sample=event,
-                           paths=paths, groups=_actions_by_group(), credentials=CREDENTIALS)
+                           paths=paths, groups=_actions_by_group(), credentials=CREDENTIALS,
+                           default_rule=recipes.DEFAULT_RULE)
 
 
 @bp.get("/")
@@ -107,13 +107,16 @@ def edit(recipe_id: int) -> Response | str:
         return _edit_page(RecipeEditor.from_definition(recipe.name, current, conns), recipe)
     editor, changed = RecipeEditor.from_post(request.form, conns, current.get("settings"))
     if not changed:
-        before = recipe.current_version
+        before = (recipe.name, recipe.current_version)
         saved = _save(editor, lambda name, d: recipes.update_recipe(
             db.session, recipe, name=name, definition=d, clock=core().clock))
         if saved is not None:
-            after = saved.current_version
-            flash(f"Saved as version {after}." if after != before else "Saved (definition unchanged).",
-                  "success")
+            if saved.current_version != before[1]:
+                flash(f"Saved as version {saved.current_version}.", "success")
+            elif saved.name != before[0]:
+                flash(f"Renamed to '{saved.name}' (definition unchanged).", "success")
+            else:
+                flash("No changes to save (definition unchanged).", "info")
             return redirect(url_for(".detail", recipe_id=saved.id))
     return _edit_page(editor, recipe)
 

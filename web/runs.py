@@ -61,10 +61,15 @@ def _filter(source: MultiDict[str, str] | None = None) -> tuple[RunFilter, dict[
 
 
 @bp.get("/")
-def index() -> str:
+def index() -> str | Response:
     run_filter, args = _filter()
-    page = db.paginate(history.runs_query(run_filter),
+    asked = request.args.get("page", 1, type=int)
+    page = db.paginate(history.runs_query(run_filter), page=max(asked, 1), error_out=False,
                        per_page=current_app.config["RUNS_PER_PAGE"], max_per_page=500)
+    if asked < 1 or asked > max(page.pages, 1):
+        # An old link or a hand-typed number: go to the nearest page, keeping the filters.
+        nearest = min(max(asked, 1), max(page.pages, 1))
+        return redirect(url_for(".index", **args, **({"page": nearest} if nearest > 1 else {})))
     recipes = db.session.scalars(select(Recipe).order_by(Recipe.name)).all()
     return render_template("runs/index.html", page=page, args=args, recipes=recipes,
                            statuses=[s.value for s in RunStatus], filtered=run_filter.is_set())
