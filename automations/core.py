@@ -60,16 +60,21 @@ class Core:
         self._versions = TtlCache(self._read_versions, lambda: SETTINGS_TTL)
         self._connections = TtlCache(self._read_connections, lambda: CONNECTIONS_TTL)
 
-    def recipe_id_for_token(self, token: str) -> int | None:
+    def recipe_id_for_token(self, token: str, fresh: bool = False) -> int | None:
         """Token → recipe id. The mapping never changes for a recipe's life, so it is cached;
-        a deleted recipe is caught when the event is stored (and evicted here)."""
-        rid = self._tokens.get(token)
+        a deleted recipe or rotated URL is caught when the event is stored (and evicted here).
+        ``fresh`` reads the database even on a hit (and updates the cache), for answers that
+        store nothing and so would never notice another process revoking the URL (HEAD,
+        handshakes): they are rare, so the read costs nothing that matters."""
+        rid = None if fresh else self._tokens.get(token)
         if rid is None:
             with self.read_session_factory() as s:
                 recipe = recipes_mod.by_token(s, token)
                 rid = recipe.id if recipe else None
             if rid is not None:
                 self._tokens[token] = rid
+            else:
+                self._tokens.pop(token, None)
         return rid
 
     def current_settings(self, recipe_id: int) -> dict[str, Any]:

@@ -59,7 +59,8 @@ def answer(method: str, query: Mapping[str, Any], body: Any, settings: Mapping[s
         return (Handshake(200, json.dumps({"challenge": value}), "application/json") if value
                 else Handshake(400, "invalid challenge"))
     if body.get("event") == "endpoint.url_validation":  # Zoom
-        plain = _echo((body.get("payload") or {}).get("plainToken"))
+        payload = body.get("payload")  # anything but an object (null, "x", [1]) carries no token
+        plain = _echo(payload.get("plainToken") if isinstance(payload, dict) else None)
         if not plain or not signing_secret:
             return Handshake(400, "cannot validate: no plainToken or no signing secret configured")
         encrypted = hmac.new(signing_secret.encode(), plain.encode(), hashlib.sha256).hexdigest()

@@ -6,9 +6,12 @@ fails with a clear message instead of the request failing with a 500.
 """
 from __future__ import annotations
 
+import codecs
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 from xml.etree.ElementTree import Element, ParseError
@@ -54,11 +57,50 @@ def _mime(content_type: str | None) -> tuple[str, dict[str, str]]:
     return main.strip().lower(), params
 
 
-def _decode(raw: bytes, charset: str | None) -> str:
+# Codecs Python accepts as names but that are not character sets a sender can mean: they
+# fail with a plain UnicodeError (punycode, idna, undefined), turn escapes into any string at
+# all (unicode_escape), or can yield lone surrogates no database or page can hold (utf-7).
+_NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "utf-7", "undefined"})
+_MAX_CHARSET_NAME = 40
+
+
+@lru_cache(maxsize=128)
+def _known_charset(charset: str) -> str | None:
     try:
-        return raw.decode(charset or "utf-8")
-    except (LookupError, UnicodeDecodeError):
-        return raw.decode("utf-8", errors="replace")
+        info = codecs.lookup(charset)
+    except LookupError:
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None  # base64, hex, zlib, rot13…: bytes-to-bytes or str-to-str, not text
+    return info.name
+
+
+def _codec(charset: str | None) -> str | None:
+    """The codec to decode a body the sender labelled ``charset`` with (UTF-8 when unlabelled),
+    or None when the label names no real text encoding. O(1) per request: the verdict on a
+    name is cached."""
+    if not charset:
+        return "utf-8"
+    if len(charset) > _MAX_CHARSET_NAME:  # no real name is this long; keeps the cache small
+        return None
+    return _known_charset(charset)
+
+
+def _decode_strict(raw: bytes, charset: str | None) -> str | None:
+    """``raw`` decoded as the sender says, or None when that charset is refused or fails
+    (UnicodeError: punycode and friends raise it rather than UnicodeDecodeError)."""
+    codec = _codec(charset)
+    if codec is None:
+        return None
+    try:
+        return raw.decode(codec)
+    except UnicodeError:
+        return None
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    text = _decode_strict(raw, charset)
+    return raw.decode("utf-8", errors="replace") if text is None else text
 
 
 def _is_json_type(mime: str) -> bool:
@@ -70,21 +112,54 @@ def _is_xml_type(mime: str) -> bool:
 
 
 MAX_JSON_DEPTH = 64
-MAX_JSON_NODES = 200_000
+MAX_JSON_NODES = 200_000  # also the most fields a form, multipart body or query string may have
+# A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF). Usually one half of a pair, which
+# json.loads joins into one character; a lone half stays a surrogate, which no database or
+# page can hold. Only a body with such an escape is searched for lone ones.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class BodyRejected(ValueError):
-    """A body that can only be an attack on whatever processes it later (JSON nested too
-    deeply or with too many values, XML with a DTD or entities): answered 400, not stored."""
+    """A body that can only be an attack on whatever processes it later (JSON or XML nested
+    too deeply or with too many values, a form with too many fields, XML with a DTD or
+    entities): answered 400, not stored."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")  # json.loads takes it; PostgreSQL's json does not
+
+
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant)  # built once: json.loads(…, hook) builds one per call
 
 
 def _load_json(text: str) -> Any:
+    """Parsed JSON; ValueError for what is not JSON as the databases take it (NaN, Infinity,
+    lone surrogates), BodyRejected for abusive shapes."""
     try:
-        value = json.loads(text)
+        value = _JSON.decode(text)
     except RecursionError:
         raise BodyRejected(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     _check_shape(value)
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise ValueError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff escape without its pair)")
     return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Any string or key in ``value`` with a surrogate (the shape is already bounded)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _check_shape(value: Any) -> None:
@@ -116,7 +191,7 @@ def parse_body(content_type: str | None, raw: bytes) -> ParsedBody:
         except ValueError as exc:
             return ParsedBody("text", text, f"body is not valid JSON ({_json_error(exc)})")
     if mime == "application/x-www-form-urlencoded":
-        return ParsedBody("form", multi_dict(parse_qsl(_decode(raw, charset), keep_blank_values=True)))
+        return ParsedBody("form", parse_form(_decode(raw, charset)))
     if mime == "multipart/form-data":
         return _parse_multipart(content_type or "", raw)
     if _is_xml_type(mime):
@@ -127,11 +202,12 @@ def parse_body(content_type: str | None, raw: bytes) -> ParsedBody:
             return ParsedBody("xml", xml_to_dict(SafeET.fromstring(raw, forbid_dtd=True)))
         except DefusedXmlException as exc:  # DTDs and entities: the stuff of XXE and billion laughs
             raise BodyRejected(f"XML with a DTD or entities is refused ({type(exc).__name__})") from None
-        except (ParseError, ValueError) as exc:
+        except BodyRejected:
+            raise
+        except (ParseError, ValueError, LookupError) as exc:  # LookupError: an unknown encoding="…"
             return ParsedBody("text", _decode(raw, charset), f"body is not acceptable XML ({exc})")
-    try:
-        text = raw.decode(charset or "utf-8")
-    except (LookupError, UnicodeDecodeError):
+    text = _decode_strict(raw, charset)
+    if text is None:
         return ParsedBody("binary", None)
     stripped = text.lstrip()
     if mime in ("", "text/plain") and stripped[:1] in ("{", "["):
@@ -150,17 +226,41 @@ def _json_error(exc: Exception) -> str:
     return str(exc)
 
 
+def parse_form(text: str, errors: str = "strict") -> dict[str, Any]:
+    """A form body or query string; at most MAX_JSON_NODES fields (counted before parsing)."""
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, errors=errors, max_num_fields=MAX_JSON_NODES)
+    except ValueError:  # only "Max number of fields exceeded" without strict_parsing
+        raise BodyRejected(f"more than {MAX_JSON_NODES} form fields") from None
+    return multi_dict(pairs)
+
+
 def multi_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A name given once maps to its value, a repeated one to the list of its values (linear:
+    appended in place, never copied)."""
+    if len(pairs) > MAX_JSON_NODES:
+        raise BodyRejected(f"more than {MAX_JSON_NODES} form fields")
     out: dict[str, Any] = {}
+    lists: set[str] = set()  # names whose value is a list made here (a value itself is never one)
     for k, v in pairs:
-        if k in out:
-            out[k] = out[k] + [v] if isinstance(out[k], list) else [out[k], v]
-        else:
+        if k not in out:
             out[k] = v
+        elif k in lists:
+            out[k].append(v)
+        else:
+            out[k] = [out[k], v]
+            lists.add(k)
     return out
 
 
 def _parse_multipart(content_type: str, raw: bytes) -> ParsedBody:
+    try:
+        return _parse_multipart_parts(content_type, raw)
+    except (UnicodeError, LookupError) as exc:  # the email package decodes name*=charset''… itself
+        return ParsedBody("text", _decode(raw, None), f"multipart part headers cannot be decoded ({exc})")
+
+
+def _parse_multipart_parts(content_type: str, raw: bytes) -> ParsedBody:
     from email.parser import BytesParser
     from email.policy import HTTP
 
@@ -185,38 +285,59 @@ def _parse_multipart(content_type: str, raw: bytes) -> ParsedBody:
 
 
 def xml_to_dict(el: Element) -> dict[str, Any]:
-    """``<a x="1"><b>t</b><b>u</b></a>`` → ``{"a": {"@x": "1", "b": ["t", "u"]}}``."""
-    return {_strip_ns(el.tag): _xml_value(el)}
+    """``<a x="1"><b>t</b><b>u</b></a>`` → ``{"a": {"@x": "1", "b": ["t", "u"]}}``.
+
+    Raises :class:`BodyRejected` past JSON's limits (elements nested deeper than
+    MAX_JSON_DEPTH, more than MAX_JSON_NODES elements and attributes), so the recursion
+    below is bounded and the result is no bigger than a JSON body may be."""
+    return {_strip_ns(el.tag): _xml_value(el, 1, [0])}
 
 
 def _strip_ns(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _xml_value(el: Element) -> Any:
+def _xml_value(el: Element, depth: int, count: list[int]) -> Any:
+    if depth > MAX_JSON_DEPTH:
+        raise BodyRejected(f"XML nested deeper than {MAX_JSON_DEPTH} levels")
+    count[0] += 1 + len(el.attrib)
+    if count[0] > MAX_JSON_NODES:
+        raise BodyRejected(f"XML with more than {MAX_JSON_NODES} values")
     children = list(el)
     text = (el.text or "").strip()
     if not children and not el.attrib:
         return text
     out: dict[str, Any] = {f"@{_strip_ns(k)}": v for k, v in el.attrib.items()}
+    lists: set[str] = set()  # keys whose value is a list made here: appended to, never copied
     for child in children:
-        key, val = _strip_ns(child.tag), _xml_value(child)
-        if key in out:
-            out[key] = out[key] + [val] if isinstance(out[key], list) else [out[key], val]
-        else:
+        key, val = _strip_ns(child.tag), _xml_value(child, depth + 1, count)
+        if key not in out:
             out[key] = val
+        elif key in lists:
+            out[key].append(val)
+        else:
+            out[key] = [out[key], val]
+            lists.add(key)
     if text:
         out["#text"] = text
     return out
 
 
+_CONTENT_TYPE_MAX = Event.__table__.c.content_type.type.length  # String(200)
+
+
 def event_values(recipe_id: int | None, req: InboundRequest, now: datetime) -> dict[str, Any]:
-    """The row of one received request (headers with credentials redacted)."""
+    """The row of one received request (headers with credentials redacted). The content type
+    is cut to its column's length (PostgreSQL refuses longer); the full header is kept in
+    ``headers``."""
     parsed = parse_body(req.content_type, req.body)
+    content_type = req.content_type
+    if content_type and len(content_type) > _CONTENT_TYPE_MAX:
+        content_type = content_type[:_CONTENT_TYPE_MAX]
     return {
         "recipe_id": recipe_id, "received_at": now, "method": req.method,
         "headers": redact_headers(req.headers), "query": req.query, "remote_addr": req.remote_addr,
-        "content_type": req.content_type, "body_raw": req.body, "body_kind": parsed.kind,
+        "content_type": content_type, "body_raw": req.body, "body_kind": parsed.kind,
         "body": parsed.value, "parse_error": parsed.error,
     }
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl
 
 from flask import Flask
 
@@ -105,7 +104,9 @@ class InboundEndpoint:
             return Reply.error(413, f"body larger than {limit} bytes")
         hookline: Core = self.app.extensions["hookline"]
         remote_addr = environ.get("REMOTE_ADDR")
-        recipe_id = hookline.recipe_id_for_token(token)
+        # HEAD stores nothing, so it would never find out that another process revoked the URL:
+        # it asks the database (HEAD is rare); events keep the cache (storing one checks the token).
+        recipe_id = hookline.recipe_id_for_token(token, fresh=method == "HEAD")
         if recipe_id is None:
             wait = self.not_found.take(remote_addr)
             return _too_many(wait) if wait else Reply.error(404, "no hook at this address")
@@ -115,11 +116,18 @@ class InboundEndpoint:
         if wait:
             return _too_many(wait)
         content_type = environ.get("CONTENT_TYPE") or None
+        try:
+            query = _query(environ)
+        except inbound.BodyRejected as exc:
+            return Reply.error(400, f"query string: {exc}")
         req = inbound.InboundRequest(method=method, content_type=content_type, body=body,
-                                     headers=_headers(environ), query=_query(environ), remote_addr=remote_addr)
+                                     headers=_headers(environ), query=query, remote_addr=remote_addr)
         settings = hookline.current_settings(recipe_id)
         rejected = self._verification_failure(hookline, settings, req, environ, path)
         if not rejected and (handshake := _handshake(hookline, settings, req)) is not None:
+            # a handshake stores nothing either: confirm the URL is still this recipe's (as HEAD)
+            if hookline.recipe_id_for_token(token, fresh=True) != recipe_id:
+                return Reply.error(404, "no hook at this address")
             return Reply(handshake.status, handshake.body.encode(), handshake.content_type, dict(handshake.headers))
         try:
             accepted = inbound.accept(hookline.writer, hookline.definitions, recipe_id, token, req,
@@ -203,9 +211,10 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
 
 
 def _query(environ: dict[str, Any]) -> dict[str, Any]:
-    """A name given once maps to its value, a repeated one to the list of its values."""
+    """A name given once maps to its value, a repeated one to the list of its values (at most
+    as many fields as a form body; BodyRejected past that)."""
     raw = environ.get("QUERY_STRING")
-    return inbound.multi_dict(parse_qsl(_wsgi_str(raw), keep_blank_values=True, errors="replace")) if raw else {}
+    return inbound.parse_form(_wsgi_str(raw), errors="replace") if raw else {}
 
 
 def _too_many(wait: float) -> Reply:

@@ -34,13 +34,29 @@ def start_runner(app: Flask, owner: str | None = None) -> Runner:
     return runner
 
 
+# Chunk framing waitress counts as body (size lines, CRLFs, trailers): room for it, so a chunked
+# body that is within MAX_BODY_BYTES once decoded is never refused for its framing.
+_CHUNK_FRAMING_ROOM = 64 * 1024
+
+
+def max_request_body_size(limit: int) -> int:
+    """waitress's own body cap for a MAX_BODY_BYTES of ``limit``. waitress reads a whole body
+    (to a temp file past 512 KiB) before the app sees the request; its default cap is 1 GiB.
+    With this one a declared Content-Length past the cap is answered 413 before any body is
+    read, and a chunked body is cut off once it passes it. It counts chunked bodies on the
+    wire and refuses a length equal to the cap, so it sits just above ``limit`` (plus room
+    for framing); the exact limit on the body itself stays the endpoint's (its own 413)."""
+    return limit + 1 + max(limit // 8, _CHUNK_FRAMING_ROOM)
+
+
 def make_server(app: Flask, host: str, port: int) -> Any:
     # waitress warns "Task queue depth is N" on every request under load: noise, not news.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     install_log_redaction()  # waitress logs request paths: /hooks/<token> is a secret
     return create_server(app, host=host, port=port, threads=app.config["WEB_THREADS"],
                          connection_limit=1000, channel_timeout=60, ident="Hookline",
-                         clear_untrusted_proxy_headers=True)
+                         clear_untrusted_proxy_headers=True,
+                         max_request_body_size=max_request_body_size(app.config["MAX_BODY_BYTES"]))
 
 
 def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False, host: str | None = None,
