@@ -94,6 +94,18 @@ def test_create_copy_sample_pick_and_save(page, base_url):
     expect(page.locator("#fields-1-path")).to_have_value("")  # a fresh empty row for the next pick
     page.locator('button.pick[data-path="$.data.customer.name"]').click()
     expect(page.locator("#fields-1-name")).to_have_value("name")
+
+    # The live preview follows the form as it is typed, unsaved: fields, then what the step sends.
+    preview = page.locator("#preview")
+    expect(preview.get_by_role("button", name="Refresh the preview")).to_be_hidden()  # JS does it
+    expect(preview.locator(".preview-fields")).to_contain_text("ann@example.com")
+    body = preview.locator('[data-input="body"]')
+    page.fill("#steps-0-inputs-body", '{"who": "{{ name | upper }}", "mail": "{{ email }}"}')
+    expect(body).to_contain_text('{"who": "ANN", "mail": "ann@example.com"}')
+    page.fill("#steps-0-inputs-body", "{{ email | nosuchfilter }}")
+    expect(body.locator(".error")).to_contain_text("nosuchfilter")
+    page.fill("#steps-0-inputs-body", '{"who": "{{ name }}"}')
+    expect(body).to_contain_text('{"who": "Ann"}')
     page.screenshot(path=SCREENSHOT, full_page=True)
     page.get_by_role("button", name="Save recipe").click()
 

@@ -13,9 +13,11 @@ from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response
 
 from automations import history, recipes
+from automations.executor import trigger_of
 from automations.history import RunFilter, runs_query
 from automations.mapping import sample_paths
 from automations.models import Connection, Event, Recipe
+from automations.preview import Preview, preview
 from automations.recipes import RecipeInvalid
 from connectors.registry import ACTIONS, CREDENTIALS
 
@@ -71,7 +73,15 @@ def _edit_page(editor: RecipeEditor, recipe: Recipe | None) -> str:
     event, paths = _sample(recipe) if recipe else (None, [])
     return render_template("recipes/edit.html", editor=editor, recipe=recipe, sample=event,
                            paths=paths, groups=_actions_by_group(), credentials=CREDENTIALS,
-                           default_rule=recipes.DEFAULT_RULE)
+                           default_rule=recipes.DEFAULT_RULE, preview=_preview(editor, event))
+
+
+def _preview(editor: RecipeEditor, event: Event | None) -> Preview | None:
+    """What the editor's recipe, as it stands in the form (saved or not), would send for the
+    sample event."""
+    if event is None or event.parse_error:
+        return None
+    return preview(editor.definition(), trigger_of(event))
 
 
 @bp.get("/")
@@ -106,7 +116,7 @@ def edit(recipe_id: int) -> Response | str:
     if request.method == "GET":
         return _edit_page(RecipeEditor.from_definition(recipe.name, current, conns), recipe)
     editor, changed = RecipeEditor.from_post(request.form, conns, current.get("settings"))
-    if not changed:
+    if not changed and "refresh_preview" not in request.form:  # without JS, the preview's own button
         before = (recipe.name, recipe.current_version)
         saved = _save(editor, lambda name, d: recipes.update_recipe(
             db.session, recipe, name=name, definition=d, clock=core().clock))
@@ -119,6 +129,16 @@ def edit(recipe_id: int) -> Response | str:
                 flash("No changes to save (definition unchanged).", "info")
             return redirect(url_for(".detail", recipe_id=saved.id))
     return _edit_page(editor, recipe)
+
+
+@bp.post("/<int:recipe_id>/preview")
+@requires("editor")
+def preview_panel(recipe_id: int) -> str:
+    """The live preview alone, for the editor's script to refresh as the user types."""
+    recipe = _recipe(recipe_id)
+    editor, _ = RecipeEditor.from_post(request.form, _connections(), recipes.current_definition(recipe).get("settings"))
+    event, _paths = _sample(recipe)
+    return render_template("recipes/_preview.html", recipe=recipe, sample=event, preview=_preview(editor, event))
 
 
 @bp.get("/<int:recipe_id>")

@@ -131,7 +131,32 @@
     document.querySelectorAll(".no-js-note").forEach(function (el) { el.hidden = true; });
   }
 
+  // Live preview: as the user types, post the form (unsaved) and show what each step would
+  // send for the sample event. Without this file, the preview's own button does the same.
+  function initPreview() {
+    var panel = document.getElementById("preview");
+    var form = document.getElementById("recipe-form");
+    if (!panel || !form || !window.fetch) { return; }
+    panel.querySelectorAll(".no-js-only").forEach(function (el) { el.hidden = true; });
+    var timer = null, sent = 0;
+    var refresh = function () {
+      var mine = ++sent;
+      fetch(panel.dataset.previewUrl, { method: "POST", body: new FormData(form), credentials: "same-origin" })
+        .then(function (resp) { return resp.ok ? resp.text() : Promise.reject(resp.status); })
+        .then(function (html) {
+          if (mine !== sent) { return; }  // an answer to an older edit: a newer one is coming
+          var body = document.getElementById("preview-body");
+          if (body) { body.outerHTML = html; }
+          panel.classList.remove("stale");
+        }, function () { panel.classList.add("stale"); });
+    };
+    var soon = function () { clearTimeout(timer); timer = setTimeout(refresh, 300); };
+    form.addEventListener("input", soon);
+    form.addEventListener("change", soon);
+    document.querySelectorAll("button.pick[data-path]").forEach(function (b) { b.addEventListener("click", soon); });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
-    initCopy(); initPicker(); initDedupe(); initChoiceBlocks();
+    initCopy(); initPicker(); initDedupe(); initChoiceBlocks(); initPreview();
   });
 }());

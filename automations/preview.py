@@ -1,0 +1,109 @@
+"""What a recipe would send for a sample event, without sending anything: the form builder's
+live preview.
+
+It maps and renders exactly as a run does (the same ``extract``, ``build_context`` and
+sandboxed templates), but field by field and input by input, so that one mistake shows on
+its own line instead of hiding everything after it. Nothing is executed: an earlier step's
+output is not known before that step runs, so it stands in as its name (``‹steps.crm.id›``).
+Connection secrets never take part (templates cannot reach them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.registry import ACTIONS
+
+from .mapping import MappingError, extract
+from .templating import TemplateError, build_context, render_value
+
+
+class Later(dict):
+    """An earlier step's output in a preview, shown as its own path. Any key or attribute of it
+    is another placeholder (``steps.crm.items`` too, which on a plain dict would be the
+    method): a dict with every key, so the sandbox looks keys up as it does on real outputs."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def __missing__(self, key: Any) -> Later:
+        named = isinstance(key, str) and key.isidentifier()
+        return Later(f"{self.path}.{key}" if named else f"{self.path}[{key!r}]")
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and not key.startswith("_")
+
+    def __str__(self) -> str:
+        return f"‹{self.path}›"
+
+    __repr__ = __str__
+
+
+@dataclass
+class InputPreview:
+    name: str
+    label: str
+    value: Any = None
+    error: str | None = None
+
+
+@dataclass
+class StepPreview:
+    key: str
+    action: str
+    label: str
+    inputs: list[InputPreview] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Preview:
+    fields: dict[str, Any] = field(default_factory=dict)
+    field_errors: dict[str, str] = field(default_factory=dict)
+    steps: list[StepPreview] = field(default_factory=list)
+
+
+def preview(definition: dict[str, Any], trigger: dict[str, Any]) -> Preview:
+    """Each field's value and each step's rendered inputs for ``trigger`` (as
+    :func:`automations.executor.trigger_of` builds it from an event)."""
+    out = Preview()
+    for spec in definition.get("fields") or []:
+        name = spec.get("name") or ""
+        try:
+            out.fields.update(extract([spec], trigger.get("body")))
+        except MappingError as exc:
+            out.field_errors[name] = str(exc)
+    earlier: dict[str, Any] = {}
+    for step in definition.get("steps") or []:
+        key, action_key = str(step.get("key") or ""), str(step.get("action") or "")
+        action = ACTIONS.get(action_key)
+        if action is None:
+            out.steps.append(StepPreview(key, action_key, action_key, error=f"unknown action '{action_key}'"))
+            continue
+        context = build_context(trigger, out.fields, earlier)
+        raw = step.get("inputs") or {}
+        shown = StepPreview(key, action_key, action.label)
+        for f in action.fields:
+            value = raw.get(f.name, f.default)
+            item = InputPreview(f.name, f.label)
+            try:
+                item.value = _plain(render_value(value, context) if (f.template and value is not None) else value)
+            except (TemplateError, MappingError) as exc:
+                item.error = str(exc)
+            if item.value not in (None, "", [], {}) or item.error:
+                shown.inputs.append(item)
+        out.steps.append(shown)
+        earlier[key] = Later(f"steps.{key}")
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Placeholders as the plain text they show, inside lists and dicts too."""
+    if isinstance(value, Later):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

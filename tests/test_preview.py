@@ -1,0 +1,138 @@
+"""The form builder's live preview: what a recipe would send for a sample event, computed as
+a run computes it, without sending anything."""
+from __future__ import annotations
+
+import html
+
+from automations.models import Recipe
+from automations.preview import preview
+from tests.conftest import signed_in_client
+from tests.sinks import HttpSink
+from tests.test_ui_recipes import create, recipe_form
+from web.extensions import db
+
+STRIPE = {"body": {"id": "evt_1", "data": {"object": {"amount_total": 1999, "customer_details": {
+    "email": "ann@example.com", "name": "Ann Lee"}}}},
+    "headers": {"content-type": "application/json"}, "query": {}, "method": "POST",
+    "received_at": "2026-11-28T12:00:00Z"}
+
+
+def test_fields_and_each_steps_inputs_are_rendered_as_a_run_would_without_sending() -> None:
+    with HttpSink() as sink:
+        definition = {
+            "fields": [{"name": "email", "path": "$.data.object.customer_details.email"},
+                       {"name": "cents", "path": "$.data.object.amount_total"},
+                       {"name": "coupon", "path": "$.data.object.discount.code", "default": "none"}],
+            "steps": [{"key": "crm", "action": "http_request", "inputs": {
+                "method": "POST", "url": sink.url + "/contacts", "body_type": "json",
+                "body": '{"email": "{{ email }}", "dollars": {{ cents / 100 }}, "coupon": "{{ coupon }}"}'}}],
+        }
+        result = preview(definition, STRIPE)
+        assert sink.requests == []
+    assert result.fields == {"email": "ann@example.com", "cents": 1999, "coupon": "none"}
+    assert result.field_errors == {}
+    [step] = result.steps
+    shown = {i.name: i.value for i in step.inputs}
+    assert step.label == "HTTP request" and step.error is None
+    assert shown["url"] == sink.url + "/contacts"
+    assert shown["body"] == '{"email": "ann@example.com", "dollars": 19.99, "coupon": "none"}'
+
+
+def test_one_mistake_shows_on_its_own_line_and_hides_nothing_else() -> None:
+    definition = {
+        "fields": [{"name": "email", "path": "$.data.object.customer_details.email"},
+                   {"name": "broken", "path": "$.data[?(@.x >"}],
+        "steps": [{"key": "chat", "action": "slack_message", "inputs": {"text": "{{ email | nosuchfilter }}"}},
+                  {"key": "mail", "action": "http_request", "inputs": {
+                      "method": "POST", "url": "https://crm.example/{{ email }}", "body_type": "raw",
+                      "body": "{% for %}"}}],
+    }
+    result = preview(definition, STRIPE)
+    assert result.fields == {"email": "ann@example.com"}
+    assert "broken" in result.field_errors and "$.data[?(@.x >" in result.field_errors["broken"]
+    chat, mail = result.steps
+    [text] = [i for i in chat.inputs if i.name == "text"]
+    assert text.value is None and "nosuchfilter" in text.error
+    by_name = {i.name: i for i in mail.inputs}
+    assert by_name["url"].value == "https://crm.example/ann@example.com" and by_name["url"].error is None
+    assert by_name["body"].error and by_name["body"].value is None
+
+
+def test_an_earlier_steps_output_shows_as_its_name_until_it_runs() -> None:
+    definition = {"fields": [], "steps": [
+        {"key": "crm", "action": "http_request", "inputs": {"method": "POST", "url": "https://crm.example/c"}},
+        {"key": "chat", "action": "slack_message", "inputs": {
+            "text": "Contact {{ steps.crm.body.id }}, first item {{ steps.crm.body.items[0] }}, "
+                    "{{ steps.crm.status | string | upper }}"}},
+        {"key": "again", "action": "http_request", "inputs": {
+            "method": "POST", "url": "https://x.example/", "body_type": "json", "body": "{{ steps.crm.body }}"}},
+    ]}
+    _crm, chat, again = preview(definition, STRIPE).steps
+    text = {i.name: i.value for i in chat.inputs}["text"]
+    assert text == "Contact ‹steps.crm.body.id›, first item ‹steps.crm.body.items[0]›, ‹STEPS.CRM.STATUS›"
+    assert {i.name: i.value for i in again.inputs}["body"] == "‹steps.crm.body›"
+
+
+def test_an_unknown_action_is_reported_not_raised() -> None:
+    [step] = preview({"steps": [{"key": "x", "action": "nope", "inputs": {}}]}, STRIPE).steps
+    assert step.error == "unknown action 'nope'"
+
+
+# --- in the editor -------------------------------------------------------------------------
+
+def _recipe_with_sample(app, client, sink_url: str) -> int:
+    recipe_id = create(client, fields=[("email", "$.customer.email")],
+                       steps=[{"action": "http_request", "key": "crm", "inputs": {
+                           "method": "POST", "url": sink_url + "/c", "body_type": "json",
+                           "body": '{"email": "{{ email }}"}'}}])
+    with app.app_context():
+        token = db.session.get(Recipe, recipe_id).token
+    assert client.post(f"/hooks/{token}", json={"customer": {"email": "ann@example.com", "name": "Ann"}}
+                       ).status_code == 202
+    return recipe_id
+
+
+def test_the_editor_previews_the_form_as_typed_without_saving_or_sending(app, client) -> None:
+    with HttpSink() as sink:
+        recipe_id = _recipe_with_sample(app, client, sink.url)
+        page = client.get(f"/recipes/{recipe_id}/edit").get_data(as_text=True)
+        assert 'id="preview"' in page and "ann@example.com" in page  # the saved recipe, at once
+        typed = recipe_form(fields=[("email", "$.customer.email"), ("who", "$.customer.name")],
+                            steps=[{"action": "http_request", "key": "crm", "inputs": {
+                                "method": "POST", "url": sink.url + "/c", "body_type": "json",
+                                "body": '{"to": "{{ who | upper }} <{{ email }}>"}'}},
+                                   {"action": "slack_message", "key": "chat", "inputs": {
+                                       "text": "CRM said {{ steps.crm.body.id }}; {{ who | nosuch }}"}}])
+        resp = client.post(f"/recipes/{recipe_id}/preview", data=typed)
+        assert resp.status_code == 200
+        shown = html.unescape(resp.get_data(as_text=True))
+        assert shown.lstrip().startswith("<div id=\"preview-body\"")  # the panel alone, for the script
+        assert '{"to": "ANN <ann@example.com>"}' in shown
+        assert "nosuch" in shown  # the slack text's error, on its own line...
+        assert "Step 2" in shown and "Slack" in shown
+        # ... nothing saved, nothing sent
+        with app.app_context():
+            assert db.session.get(Recipe, recipe_id).current_version == 1
+        assert sink.requests == []  # this app has no runner: anything here would be the preview sending
+
+
+def test_without_javascript_the_preview_button_refreshes_and_saves_nothing(app, client) -> None:
+    with HttpSink() as sink:
+        recipe_id = _recipe_with_sample(app, client, sink.url)
+        typed = recipe_form(fields=[("email", "$.customer.email")],
+                            steps=[{"action": "http_request", "key": "crm", "inputs": {
+                                "method": "POST", "url": sink.url + "/c", "body_type": "json",
+                                "body": '{"shout": "{{ email | upper }}"}'}}], refresh_preview="1")
+        resp = client.post(f"/recipes/{recipe_id}/edit", data=typed)
+        assert resp.status_code == 200
+        assert '{"shout": "ANN@EXAMPLE.COM"}' in html.unescape(resp.get_data(as_text=True))
+        with app.app_context():
+            assert db.session.get(Recipe, recipe_id).current_version == 1
+
+
+def test_preview_needs_a_sample_and_an_editor(app, client) -> None:
+    recipe_id = create(client, steps=[{"action": "http_request", "key": "crm", "inputs": {"url": "https://crm.example/"}}])
+    shown = client.post(f"/recipes/{recipe_id}/preview", data=recipe_form()).get_data(as_text=True)
+    assert "No event received yet" in shown
+    viewer = signed_in_client(app, "viewer")
+    assert viewer.post(f"/recipes/{recipe_id}/preview", data=recipe_form()).status_code == 403
