@@ -7,7 +7,10 @@ fails with a clear message instead of the request failing with a 500.
 from __future__ import annotations
 
 import codecs
+import encodings
+import encodings.aliases
 import json
+import pkgutil
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,6 +78,13 @@ def _known_charset(charset: str) -> str | None:
     return info.name
 
 
+# Every name Python's own codecs answer to. A name outside it is refused without asking
+# ``codecs.lookup``: the ``encodings`` module remembers every unknown name it is asked about,
+# for good, so senders making up a new charset per request would grow it without bound.
+_CODEC_NAMES = frozenset({*encodings.aliases.aliases, *encodings.aliases.aliases.values(),
+                          *(m.name for m in pkgutil.iter_modules(encodings.__path__))})
+
+
 def _codec(charset: str | None) -> str | None:
     """The codec to decode a body the sender labelled ``charset`` with (UTF-8 when unlabelled),
     or None when the label names no real text encoding. O(1) per request: the verdict on a
@@ -82,6 +92,8 @@ def _codec(charset: str | None) -> str | None:
     if not charset:
         return "utf-8"
     if len(charset) > _MAX_CHARSET_NAME:  # no real name is this long; keeps the cache small
+        return None
+    if encodings.normalize_encoding(charset).lower() not in _CODEC_NAMES:
         return None
     return _known_charset(charset)
 

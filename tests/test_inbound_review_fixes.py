@@ -175,6 +175,18 @@ def test_only_real_text_encodings_are_honoured(content_type, raw, kind, value):
     assert (parsed.kind, parsed.value, parsed.error) == (kind, value, None)
 
 
+def test_made_up_charset_names_do_not_grow_pythons_codec_cache():
+    """``encodings`` keeps every unknown name it is asked about, for good: a sender inventing
+    a charset per request must not grow the server's memory without bound."""
+    import encodings
+    before = len(encodings._cache)
+    for n in range(500):
+        assert parse_body(f"text/plain; charset=x-made-up-{n}", b"abc").kind == "binary"
+        assert parse_body(f"application/json; charset=nope{n}", b'{"a": 1}').value == {"a": 1}
+    assert len(encodings._cache) == before
+    assert parse_body("text/plain; charset=windows-1252", b"caf\xe9").value == "café"
+
+
 @pytest.mark.parametrize("disposition", [b"form-data; name*=punycode''ab-%5C",
                                          b"form-data; name=\"a\"; filename*=punycode''ab-%5C",
                                          b"form-data; name*=unicode_escape''%5Cud800"])
