@@ -288,28 +288,21 @@ def test_a_host_name_is_looked_up_once_per_ttl_not_once_per_call(monkeypatch: py
     client.close()
 
 
-def test_a_failed_lookup_is_not_cached(monkeypatch: pytest.MonkeyPatch) -> None:
-    dns = FakeDns(monkeypatch, flaky_test=[])
+@pytest.mark.parametrize("first, error", [([], "could not resolve host 'again.test'"),
+                                          (["127.0.0.2"], "connection refused")],  # nothing listens there
+                         ids=["a failed lookup", "a refused connection (the host moved)"])
+def test_after_a_failure_the_name_is_looked_up_again_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                             first: list[str], error: str) -> None:
+    """A failed lookup is not kept, and an address that refused the connection is dropped:
+    the runner's retry must find the host without waiting for the TTL."""
+    dns = FakeDns(monkeypatch, again_test=first)
     client = OutboundClient(allowlist=LOCAL, timeout=2, dns_cache_seconds=60)
     with HttpSink() as sink:
-        with pytest.raises(RetryableError, match="could not resolve host 'flaky.test'"):
-            client.request("GET", f"http://flaky.test:{sink.port}/")
-        dns.answers["flaky.test"] = ["127.0.0.1"]
-        assert client.request("GET", f"http://flaky.test:{sink.port}/").status == 200
-    assert dns.lookups["flaky.test"] == 2
-
-
-def test_a_host_that_moved_is_looked_up_again_after_a_refused_connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cached address stops answering (the service moved): the failed attempt is retried
-    by the runner, and the retry must not wait for the TTL to find the new address."""
-    dns = FakeDns(monkeypatch, moved_test=["127.0.0.2"])  # nothing listens on 127.0.0.2
-    client = OutboundClient(allowlist=LOCAL, timeout=2, dns_cache_seconds=60)
-    with HttpSink() as sink:
-        with pytest.raises(RetryableError, match="connection refused"):
-            client.request("GET", f"http://moved.test:{sink.port}/")
-        dns.answers["moved.test"] = ["127.0.0.1"]
-        assert client.request("GET", f"http://moved.test:{sink.port}/").status == 200
-    assert dns.lookups["moved.test"] == 2
+        with pytest.raises(RetryableError, match=error):
+            client.request("GET", f"http://again.test:{sink.port}/")
+        dns.answers["again.test"] = ["127.0.0.1"]
+        assert client.request("GET", f"http://again.test:{sink.port}/").status == 200
+    assert dns.lookups["again.test"] == 2
 
 
 def test_the_dns_cache_is_bounded() -> None:
