@@ -147,7 +147,9 @@ _JSON = json.JSONDecoder(parse_constant=_refuse_constant)  # built once: json.lo
 
 def _load_json(text: str) -> Any:
     """Parsed JSON; ValueError for what is not JSON as the databases take it (NaN, Infinity,
-    lone surrogates), BodyRejected for abusive shapes."""
+    lone surrogates), BodyRejected for abusive shapes. A leading byte order mark is skipped
+    (RFC 8259 lets parsers ignore it; senders on .NET put one there)."""
+    text = text.removeprefix("\ufeff")
     try:
         value = _JSON.decode(text)
     except RecursionError:
@@ -221,7 +223,7 @@ def parse_body(content_type: str | None, raw: bytes) -> ParsedBody:
     text = _decode_strict(raw, charset)
     if text is None:
         return ParsedBody("binary", None)
-    stripped = text.lstrip()
+    stripped = text.lstrip("\ufeff").lstrip()
     if mime in ("", "text/plain") and stripped[:1] in ("{", "["):
         try:  # many senders post JSON without saying so
             return ParsedBody("json", _load_json(text))
