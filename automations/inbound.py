@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 from xml.etree.ElementTree import Element, ParseError
 
-from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy import Connection, bindparam, insert, select, text
 
 from . import dedupe
 from .clock import Clock, system_clock
@@ -452,7 +452,7 @@ def store_many(conn: Connection, units: list[StoreUnit]) -> list[Accepted]:
 
 
 def _insert_numbered(conn: Connection, units: list[StoreUnit], states: dict[int, Any]) -> list[Accepted]:
-    """SQLite: the batch's ids are numbered here, as SQLite itself would (one past the largest),
+    """SQLite: the batch's ids are numbered here, as SQLite itself would (one past the last given),
     so each table takes one statement for the whole batch. (``INSERT … RETURNING`` cannot
     say which row got which id: SQLite returns rows in no promised order, so SQLAlchemy
     falls back to one statement per row, the very cost batching is for.) Safe because the
@@ -479,7 +479,14 @@ _INSERT_EVENTS = insert(Event).returning(Event.id, sort_by_parameter_order=True)
 _INSERT_RUNS = insert(Run).returning(Run.id, sort_by_parameter_order=True)
 _INSERT_EVENT_ROWS = insert(Event)
 _INSERT_RUN_ROWS = insert(Run)
-_LAST_IDS = select(select(func.max(Event.id)).scalar_subquery(), select(func.max(Run.id)).scalar_subquery())
+# The last id each table gave, as SQLite's AUTOINCREMENT counts it (``sqlite_sequence``), not
+# the largest id left: after retention purged the newest runs, numbering from what is left gave
+# their ids (and so their Idempotency-Keys, hookline-<run>-<step>) to new events.
+_LAST_IDS = text(
+    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),"
+    " coalesce((SELECT max(id) FROM events), 0)),"
+    " max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0),"
+    " coalesce((SELECT max(id) FROM runs), 0))")
 
 
 def accept(writer: BatchWriter, definitions: DefinitionCache, recipe_id: int, token: str,

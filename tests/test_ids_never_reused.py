@@ -122,3 +122,34 @@ def test_a_database_made_before_is_upgraded_at_start_and_keeps_everything(tmp_pa
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"ix_runs_due", "ix_runs_created", "ix_events_recipe_received", "ix_step_runs_run"} <= indexes
     assert upgrade(make_engine(f"sqlite:///{path}")) == []  # once is enough
+
+
+def test_webhooks_stored_in_a_batch_after_retention_purged_the_newest_runs_get_new_ids(app) -> None:
+    """The reviewer's report: a quiet spell longer than RETENTION_DAYS purged every run, and the
+    next webhooks, stored together in one batch, got ids 1, 2, 3… again, so their steps sent
+    the Idempotency-Keys (hookline-<run>-<step>) of other, older events."""
+    from datetime import timedelta
+
+    from automations import inbound, retention
+    from automations.writer import run_units
+
+    core = app.extensions["hookline"]
+    with app.app_context():
+        recipe = recipes.create(db.session, "r", None)
+        recipe_id, token = recipe.id, recipe.token
+
+    def store_batch(n: int) -> list[int]:
+        now = core.clock.now()
+        units = [inbound.StoreUnit(core.definitions, recipe_id, token, {}, inbound.event_values(
+            recipe_id, inbound.InboundRequest("POST", "application/json", b'{"n": %d}' % i, {}, {}, "127.0.0.1"),
+            now), now) for i in range(n)]
+        with core.engine.begin() as conn:
+            return [a.run_id for a in run_units(conn, units)]  # one batch: the numbered insert
+
+    first = store_batch(5)
+    assert first == [1, 2, 3, 4, 5]
+    with core.engine.begin() as conn:  # the runs finish, so retention may take them
+        conn.exec_driver_sql("UPDATE runs SET status = 'succeeded', finished_at = created_at")
+    purged = retention.purge(core.writer, core.clock.now() + timedelta(days=31), 30)
+    assert purged["runs"] == 5 and purged["events"] == 5
+    assert store_batch(3) == [6, 7, 8]
