@@ -15,6 +15,8 @@ from connectors.base import ActionContext, ConnectorError
 from connectors.registry import ACTIONS
 
 from . import connections as connections_mod
+from . import recipes as recipes_mod
+from .clock import utcnow
 from .core import Core
 from .models import Connection, Recipe, RecipeStatus, Run, RunStatus
 from .redact import redact_values
@@ -44,8 +46,12 @@ def _maybe_pause(core: Core, recipe_id: int, settings: dict[str, Any]) -> tuple[
     limit = settings.get("pause_after_dead")
     limit = DEFAULT_PAUSE_AFTER_DEAD if limit in (None, "") else int(limit)
     with core.read_engine.connect() as conn:
-        name = conn.scalar(select(Recipe.name).where(Recipe.id == recipe_id)) or f"recipe {recipe_id}"
-        last = conn.scalars(select(Run.status).where(Run.recipe_id == recipe_id, Run.status.in_(_FINISHED))
+        row = conn.execute(select(Recipe.name, Recipe.updated_at).where(Recipe.id == recipe_id)).first()
+        name = row.name if row else f"recipe {recipe_id}"
+        # Only runs finished since the recipe last changed (a resume, an edit): after a resume,
+        # one more dead run must not pause it again on the strength of the runs before.
+        since = [Run.finished_at > row.updated_at] if row and row.updated_at else []
+        last = conn.scalars(select(Run.status).where(Run.recipe_id == recipe_id, Run.status.in_(_FINISHED), *since)
                             .order_by(Run.finished_at.desc(), Run.id.desc()).limit(max(limit, 1))).all()
     if limit <= 0 or len(last) < limit or any(s != RunStatus.DEAD.value for s in last):
         return False, name
@@ -60,8 +66,11 @@ def _pause_if_active(conn: DBConnection, recipe_id: int, reason: str) -> bool:
     """A unit of the batch writer; a module function (in a partial), so a runner child can
     hand it to the web process's writer."""
     stmt = (update(Recipe).where(Recipe.id == recipe_id, Recipe.status == RecipeStatus.ACTIVE.value)
-            .values(status=RecipeStatus.PAUSED.value, status_reason=reason))
-    return conn.execute(stmt).rowcount == 1
+            .values(status=RecipeStatus.PAUSED.value, status_reason=reason, updated_at=utcnow()))
+    if conn.execute(stmt).rowcount != 1:
+        return False
+    conn.execute(recipes_mod.hold_queued(recipe_id))  # its retries stop too, not only new events
+    return True
 
 
 def _send(core: Core, alert: dict[str, Any], context: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Update, case, func, select, update
 from sqlalchemy.orm import Session
 
 from connectors.base import Action
@@ -326,19 +326,33 @@ def current_definition(recipe: Recipe) -> dict[str, Any]:
 
 def set_paused(session: Session, recipe: Recipe, paused: bool, reason: str | None = None,
                commit: bool = True) -> None:
+    """Pausing also holds the recipe's queued runs (new ones and retries waiting for their
+    next attempt): a pause is how people stop a recipe hammering a broken receiver."""
     recipe.status = (RecipeStatus.PAUSED if paused else RecipeStatus.ACTIVE).value
     recipe.status_reason = reason if paused else None
+    if paused:
+        session.execute(hold_queued(recipe.id))
     if commit:
         session.commit()
 
 
+def hold_queued(recipe_id: int) -> Update:
+    """The statement that holds a recipe's queued runs (they wait for a resume, as new events
+    to a paused recipe do). Runs in flight finish their attempt."""
+    return (update(Run).where(Run.recipe_id == recipe_id, Run.status == RunStatus.QUEUED.value)
+            .values(status=RunStatus.HELD.value).execution_options(synchronize_session=False))
+
+
 def release_held(session: Session, recipe: Recipe, clock: Clock = system_clock) -> int:
-    """Queue every event held while the recipe was paused, on its current version."""
+    """Queue every held run, due now. A run with no step done yet runs the current version; one
+    held part-way (its recipe was paused while it waited to retry a later step) goes on with
+    the version its earlier steps ran, from the step it stopped at."""
     result = session.execute(
         update(Run)
         .where(Run.recipe_id == recipe.id, Run.status == RunStatus.HELD.value)
         .values(status=RunStatus.QUEUED.value, next_attempt_at=clock.now(),
-                recipe_version=recipe.current_version)
+                recipe_version=case((Run.step_index == 0, recipe.current_version), else_=Run.recipe_version))
+        .execution_options(synchronize_session=False)
     )
     session.commit()
     return result.rowcount or 0
