@@ -5,13 +5,15 @@ resuming loses nothing."""
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection as DBConnection
 from sqlalchemy import select, update
 
-from connectors.base import ActionContext, ConnectorError
+from connectors.base import ActionContext, ConnectorError, RetryableError
 from connectors.registry import ACTIONS
 
 from . import connections as connections_mod
@@ -25,6 +27,10 @@ from .templating import TemplateError, render_value
 log = logging.getLogger("hookline.alerts")
 
 DEFAULT_PAUSE_AFTER_DEAD = 10
+# An alert is retried in place a few times (it runs once a run is dead, in that run's thread),
+# honouring the receiver's Retry-After up to ALERT_MAX_WAIT seconds per wait.
+ALERT_ATTEMPTS = 3
+ALERT_MAX_WAIT = 10.0
 _FINISHED = [RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.DEAD.value]
 
 
@@ -85,8 +91,26 @@ def _send(core: Core, alert: dict[str, Any], context: dict[str, Any]) -> None:
         inputs[f.name] = render_value(value, context) if f.template and value is not None else value
     ctx = ActionContext(inputs=inputs, credentials=connections_mod.credentials_for(core.secret_box, row),
                         http=core.http, idempotency_key=f"hookline-alert-{context['run']['id']}")
-    try:
-        action.run(ctx)
-    except (ConnectorError, TemplateError) as exc:  # the reason may echo the alert's own secrets
-        reason = redact_values(str(exc), connections_mod.secret_values(core.secret_box, row))
-        log.warning("alert for run %s not delivered: %s", context["run"]["id"], reason)
+    for attempt in range(1, ALERT_ATTEMPTS + 1):
+        try:
+            action.run(ctx)
+            return
+        except RetryableError as exc:  # Slack's 429, a mail server's 4xx: the alert matters most then
+            if attempt == ALERT_ATTEMPTS:
+                _not_delivered(core, row, context, exc)
+                return
+            time.sleep(min(_seconds(exc.retry_after) or 2.0 ** attempt, ALERT_MAX_WAIT))
+        except (ConnectorError, TemplateError) as exc:
+            _not_delivered(core, row, context, exc)
+            return
+
+
+def _seconds(retry_after: Any) -> float | None:
+    if isinstance(retry_after, datetime):
+        return max((retry_after - datetime.now(retry_after.tzinfo)).total_seconds(), 0.0)
+    return float(retry_after) if retry_after is not None else None
+
+
+def _not_delivered(core: Core, row: Any, context: dict[str, Any], exc: Exception) -> None:
+    reason = redact_values(str(exc), connections_mod.secret_values(core.secret_box, row))  # it may echo secrets
+    log.warning("alert for run %s not delivered: %s", context["run"]["id"], reason)

@@ -67,3 +67,27 @@ def test_bad_alert_settings_are_refused(tmp_path, settings, where):
     with app.app_context(), pytest.raises(recipes.RecipeInvalid) as exc:
         recipes.create(db.session, "r", {"settings": settings})
     assert where in {p.where for p in exc.value.problems}
+
+
+def test_an_alert_answered_429_is_sent_again_after_retry_after(live):
+    """Slack rate-limits bursts: an alert refused with 429 must not be dropped on the first try."""
+    answers = iter([Reply(429, "rate_limited", headers={"Retry-After": "1"})])
+
+    def chat_answer(req):
+        return next(answers, Reply(200, "ok"))
+    with HttpSink(lambda req: Reply(503, "down")) as broken, HttpSink(chat_answer) as chat:
+        with live.app.app_context():
+            box = live.app.extensions["hookline"].secret_box
+            slack = connections.create(db.session, box, "ops", "slack_webhook", {"webhook_url": chat.url + "/x"}).id
+            token = recipes.create(db.session, "Orders", {
+                "steps": [{"key": "crm", "action": "http_request",
+                           "inputs": {"method": "POST", "url": broken.url, "body_type": "json", "body": "{}"}}],
+                "settings": {"retry": {"max_attempts": 1}, "pause_after_dead": 0,
+                             "alert": {"action": "slack_message", "connection": slack,
+                                       "inputs": {"text": "run {{ run.id }} dead"}}},
+            }).token
+        run_id = live.post(token, json={}).json()["run_id"]
+        assert wait_run(live.app, run_id) == "dead"
+        first, second = chat.wait_for(2, timeout=10)
+        assert first.json() == second.json() == {"text": f"run {run_id} dead", "unfurl_links": False}
+        assert second.at - first.at >= 0.9  # Retry-After: 1
