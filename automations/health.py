@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, func, literal, select
+from sqlalchemy import Connection, bindparam, func, literal, select, union_all
 
 from .core import Core
 from .models import Run, RunStatus
@@ -18,15 +18,24 @@ log = logging.getLogger("hookline.health")
 WRITE_PROBE_TIMEOUT = 5.0
 CHECK_EVERY = 1.0  # seconds a result is reused (the endpoint is public)
 _ONE = select(literal(1))
-_DUE = select(func.count(), func.min(Run.next_attempt_at)).where(
-    Run.status == RunStatus.QUEUED.value, Run.next_attempt_at <= bindparam("b_now"))
+# Due: queued runs whose time has come, and running runs whose lease expired (their worker
+# is gone; taking back expired leases queues them again), due since the lease expired. One
+# statement, each half on ix_runs_due (status, …); the running runs are few (claimed ones).
+_DUE = union_all(
+    select(func.count(), func.min(Run.next_attempt_at)).where(
+        Run.status == RunStatus.QUEUED.value, Run.next_attempt_at <= bindparam("b_now")),
+    select(func.count(), func.min(Run.lease_expires_at)).where(
+        Run.status == RunStatus.RUNNING.value, Run.lease_expires_at < bindparam("b_now")),
+)
 
 
 @dataclass(frozen=True)
 class Readiness:
     storing: bool  # a webhook arriving now would be stored and acknowledged
-    runs_due: int | None  # queued and due, not yet taken by a runner (None: unknown)
+    runs_due: int | None  # due, not taken by a live runner: queued and due, or running past
+    # an expired lease (their worker is gone); None: unknown
     oldest_due_seconds: float | None  # how long the longest-waiting of them has been due
+    # (a run whose lease expired: since it expired)
 
 
 def _probe(conn: Connection) -> None:
@@ -46,10 +55,12 @@ def readiness(core: Core) -> Readiness:
     now = core.clock.now()
     try:
         with core.read_engine.connect() as conn:
-            count, oldest = conn.execute(_DUE, {"b_now": now}).one()
+            parts = conn.execute(_DUE, {"b_now": now}).all()
     except Exception as exc:  # noqa: BLE001 - storing works; only the figures are unknown
         log.error("readiness: counting the due runs failed: %s", exc)
         return Readiness(True, None, None)
+    count = sum(n for n, _ in parts)
+    oldest = min((since for _, since in parts if since is not None), default=None)
     waited = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
     return Readiness(True, int(count), round(waited, 3))
 

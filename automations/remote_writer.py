@@ -15,6 +15,12 @@ writes, and partials of module functions for upkeep); one that is not (a closure
 through the child's own writer instead, which is as correct, only slower. If the parent goes
 away, every pending and later submit raises ``ConnectionError``; the run that was writing
 keeps its lease until it expires and is then taken back, as after any crash.
+
+A caller that stops waiting (its timeout) withdraws its unit as with a local writer: the
+child sends a *withdraw* frame (the request id with WITHDRAW set, no body); if the web
+process's writer has not started the unit, it is dropped there and the answer is
+:class:`~automations.writer.Abandoned`, else the unit's own outcome follows as usual. The
+caller waits STARTED_GRACE seconds for either.
 """
 from __future__ import annotations
 
@@ -30,13 +36,14 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from .writer import BatchWriter, Waiter
+from .writer import STARTED_GRACE, Abandoned, BatchWriter, Waiter, abandoned_message
 
 log = logging.getLogger("hookline.writer")
 
 T = TypeVar("T")
 _HEADER = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024  # a step record is capped far below this; anything larger is a bug
+WITHDRAW = 1 << 63  # set in a request id: withdraw that unit if it has not started
 
 
 class ChannelClosed(ConnectionError):
@@ -93,11 +100,11 @@ class RemoteWriter:
         self._reader = threading.Thread(target=self._read_replies, name="hookline-remote-writer", daemon=True)
         self._reader.start()
 
-    def submit(self, work: Callable[..., T], timeout: float = 60.0) -> T:
+    def submit(self, work: Callable[..., T], timeout: float = 60.0, grace: float = STARTED_GRACE) -> T:
         try:
             frame_body = pickle.dumps(work, pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, AttributeError, TypeError):
-            return self._local.submit(work, timeout)
+            return self._local.submit(work, timeout, grace)
         waiter = Waiter()
         with self._lock:
             if self._closed:
@@ -109,7 +116,27 @@ class RemoteWriter:
             except OSError as exc:
                 self._pending.pop(rid, None)
                 raise ChannelClosed(f"the web process's writer is gone: {exc}") from exc
-        return waiter.result(timeout)
+        if waiter.wait(timeout):
+            return waiter.outcome()
+        self._withdraw(rid)
+        if waiter.wait(grace):  # Abandoned if it was withdrawn, else its own outcome
+            try:
+                return waiter.outcome()
+            except Abandoned:
+                raise Abandoned(abandoned_message(timeout)) from None
+        with self._lock:
+            self._pending.pop(rid, None)
+        raise TimeoutError(f"the web process's writer began this but did not commit it within "
+                           f"{timeout + grace:g} s; it may still commit")
+
+    def _withdraw(self, rid: int) -> None:
+        with self._lock:
+            if self._closed:
+                return  # the waiter has been failed (or is about to be) with ChannelClosed
+            try:
+                self._sock.sendall(_HEADER.pack(8) + struct.pack("!Q", rid | WITHDRAW))
+            except OSError:
+                pass  # the reader sees the channel close and fails the waiter
 
     def _read_replies(self) -> None:
         try:
@@ -154,6 +181,9 @@ class WriterService:
         self._sock = sock
         self._writer = writer
         self._replies: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        # The units sent to the writer and not yet started there, by request id: taken out
+        # (atomically) by whichever comes first, the writer starting one or the child withdrawing it.
+        self._unstarted: dict[int, _Relay] = {}
         self._reader = threading.Thread(target=self._serve, name="hookline-writer-service", daemon=True)
         self._sender = threading.Thread(target=self._send_replies, name="hookline-writer-replies", daemon=True)
 
@@ -166,18 +196,29 @@ class WriterService:
         try:
             for data in _frames(self._sock):
                 (rid,) = struct.unpack_from("!Q", data)
+                if rid & WITHDRAW:
+                    self._withdraw(rid & ~WITHDRAW)
+                    continue
                 try:
                     work = pickle.loads(data[8:])
                 except Exception as exc:  # noqa: BLE001 - answered, not fatal
                     self._replies.put(_frame((rid, False, _portable_exception(exc))))
                     continue
-                self._writer.submit_to(work, _Relay(rid, self._replies))
+                relay = _Relay(rid, self._replies, self._unstarted)
+                self._unstarted[rid] = relay
+                self._writer.submit_to(work, relay)
         except (OSError, ChannelClosed) as exc:
             log.warning("writer channel to the runner child failed: %s", exc)
         except Exception:  # a malformed frame: a bug; the child then sees the channel close
             log.exception("writer channel to the runner child: unreadable request")
         finally:
             self._replies.put(None)
+
+    def _withdraw(self, rid: int) -> None:
+        """The child gave up on unit ``rid``: drop it unless the writer has started it (or
+        finished it: its answer is then on its way)."""
+        if self._unstarted.pop(rid, None) is not None:  # the writer's start() now says False
+            self._replies.put(_frame((rid, False, Abandoned("withdrawn before the web process's writer began it"))))
 
     def _send_replies(self) -> None:
         while True:
@@ -207,12 +248,19 @@ class WriterService:
 
 class _Relay:
     """The completion of a unit a runner child sent: its outcome, framed for the reply
-    thread (framed here, in the writer thread, where it is ready at no extra hand-over)."""
+    thread (framed here, in the writer thread, where it is ready at no extra hand-over).
+    Started by taking itself out of ``unstarted`` (a withdrawal takes it out first)."""
 
-    __slots__ = ("_replies", "_rid")
+    __slots__ = ("_replies", "_rid", "_unstarted")
 
-    def __init__(self, rid: int, replies: queue.SimpleQueue[bytes | None]) -> None:
-        self._rid, self._replies = rid, replies
+    def __init__(self, rid: int, replies: queue.SimpleQueue[bytes | None], unstarted: dict[int, _Relay]) -> None:
+        self._rid, self._replies, self._unstarted = rid, replies, unstarted
+
+    def start(self) -> bool:
+        return self._unstarted.pop(self._rid, None) is not None
+
+    def gave_up(self) -> bool:
+        return self._rid not in self._unstarted  # asked only before the writer starts the unit
 
     def set_result(self, value: Any) -> None:
         try:

@@ -19,6 +19,16 @@ writes ever share a batch.
 Callers must not hold a write transaction of their own while they wait (they would wait
 for the writer while the writer waits for them).
 
+A caller that stops waiting (its timeout: the database is stalled, say another program
+holds SQLite's write lock) withdraws its unit if the unit's batch has not begun, so it never
+runs later behind the caller's back (a webhook answered 503 stored anyway, a claim leasing
+runs to a runner that gave up on it): the writer thread *starts* each unit only once its
+batch's transaction has begun (on SQLite: holds the write lock), one atomic step per unit
+(:meth:`Waiter.start`), and skips, reporting nothing, those whose caller gave up first. A
+caller whose unit had begun cannot know whether it will commit, so it waits for the outcome
+STARTED_GRACE seconds more, then gives up not knowing (a plain ``TimeoutError``; a withdrawn
+unit raises :class:`Abandoned`, also a ``TimeoutError``).
+
 Under load (the last batch had more than one unit) the writer waits GATHER_SECONDS before
 it takes a batch, so the units already on their way join it: bigger batches cost less per
 unit (e2e, three interleaved pairs: 12 % more acks, 4 % more deliveries, 5 % less CPU per
@@ -46,6 +56,7 @@ log = logging.getLogger("hookline.writer")
 
 T = TypeVar("T")
 GATHER_SECONDS = 0.0002  # 0.5 and 1 ms measured the same; the shortest adds the least latency
+STARTED_GRACE = 10.0  # how much longer a caller waits for a unit that began before its timeout
 Work = Callable[[Connection], Any]
 
 
@@ -59,17 +70,22 @@ class BatchWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._conn: Connection | None = None  # the writer thread's own, between batches
+        self._failing = False  # the last batch failed (a stalled database?): drop given-up units first
 
-    def submit(self, work: Callable[[Connection], T], timeout: float = 60.0) -> T:
-        """Run ``work(conn)`` inside the next batch; return its result once committed."""
+    def submit(self, work: Callable[[Connection], T], timeout: float = 60.0,
+               grace: float = STARTED_GRACE) -> T:
+        """Run ``work(conn)`` inside the next batch; return its result once committed. If it
+        has not begun within ``timeout`` it is withdrawn and :class:`Abandoned` raised (it will
+        never run); if it had begun, the outcome is waited for ``grace`` seconds more."""
         waiter = Waiter()
         self.submit_to(work, waiter)
-        return waiter.result(timeout)
+        return waiter.result(timeout, grace)
 
     def submit_to(self, work: Callable[[Connection], Any], completion: Completion) -> None:
         """As :meth:`submit`, without waiting: the writer thread calls ``completion``'s
-        ``set_result`` or ``set_exception`` once the unit is committed or has failed. For
-        callers that relay many units at once (``WriterService``)."""
+        ``start`` once the unit's transaction has begun (and runs the unit only if it says
+        so), then ``set_result`` or ``set_exception`` once the unit is committed or has
+        failed. For callers that relay many units at once (``WriterService``)."""
         if self._thread is None:
             self._start()
         self._queue.put((work, completion))
@@ -111,29 +127,50 @@ class BatchWriter:
                     break
                 batch.append(nxt)
             busy = len(batch) > 1
+            if self._failing:  # the database may be stalled: do not wait on it for units given up
+                batch = [item for item in batch if not item[1].gave_up()]
+                if not batch:
+                    continue
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Work, Completion]]) -> None:
+        started: list[tuple[Work, Completion]] | None = None
         try:
             conn = self._connection()
             with conn.begin():
-                results = run_units(conn, [work for work, _c in batch])
+                # The batch has begun: from here on its callers wait for the outcome. Units
+                # whose caller already gave up are skipped, and nothing is reported for them.
+                started = [item for item in batch if item[1].start()]
+                results = run_units(conn, [work for work, _c in started])
         except Exception:  # noqa: BLE001 - one unit failed: run each alone so only it fails
+            self._failing = True
             self._drop_connection()
-            for work, completion in batch:
-                self._commit_one(work, completion)
+            if started is None:  # it failed before it began (connecting, BEGIN): nothing started
+                for work, completion in batch:
+                    if not completion.gave_up():
+                        self._commit_one(work, completion, begun=False)
+            else:
+                for work, completion in started:
+                    self._commit_one(work, completion, begun=True)
             return
-        for (_w, completion), result in zip(batch, results, strict=True):
+        self._failing = False
+        for (_w, completion), result in zip(started, results, strict=True):
             completion.set_result(result)
 
-    def _commit_one(self, work: Work, completion: Completion) -> None:
+    def _commit_one(self, work: Work, completion: Completion, begun: bool) -> None:
+        """``work`` in a transaction of its own; ``begun``: the unit was started already (in a
+        batch that failed), so its caller waits for this outcome."""
         try:
             conn = self._connection()
             with conn.begin():
+                if not begun and not completion.start():
+                    return  # its caller gave up while this transaction was beginning
+                begun = True
                 result = work(conn)
         except Exception as exc:  # noqa: BLE001 - handed to the caller
             self._drop_connection()
-            completion.set_exception(exc)
+            if begun or completion.start():  # BEGIN failed: fail it, unless given up meanwhile
+                completion.set_exception(exc)
         else:
             completion.set_result(result)
 
@@ -151,11 +188,26 @@ class BatchWriter:
                 log.warning("closing the writer's connection failed", exc_info=True)
 
 
+class Abandoned(TimeoutError):
+    """The writer did not begin the unit before its caller stopped waiting: it was withdrawn
+    and will never run (nothing of it is committed)."""
+
+
 class Completion(Protocol):
     """What the writer thread tells of a unit's outcome. Not a ``Future``: a condition
     variable, a lock per wait and notify_all per unit cost the writer thread about 5 % of its
-    time, and nothing here is ever cancelled. Both methods run in the writer thread and
-    must not raise or block."""
+    time. All methods run in the writer thread and must not raise or block."""
+
+    def start(self) -> bool:
+        """The unit's transaction has begun: True to run it, False if its caller gave up
+        (the unit is then skipped and neither ``set_…`` is called). Called once per unit;
+        atomic against the caller giving up."""
+        ...
+
+    def gave_up(self) -> bool:
+        """Whether the caller gave up on a unit not yet started (a cheap look, to skip it
+        without waiting for the database; ``start`` decides)."""
+        ...
 
     def set_result(self, value: Any) -> None: ...
 
@@ -164,15 +216,23 @@ class Completion(Protocol):
 
 class Waiter:
     """:meth:`BatchWriter.submit`'s completion, for its one waiting caller: one lock,
-    released when the outcome is in."""
+    released when the outcome is in, and one taken by whichever comes first, the writer
+    starting the unit or the caller giving up on it."""
 
-    __slots__ = ("_done", "_error", "_value")
+    __slots__ = ("_claim", "_done", "_error", "_value")
 
     def __init__(self) -> None:
         self._done = threading.Lock()
         self._done.acquire()
+        self._claim = threading.Lock()
         self._value: Any = None
         self._error: BaseException | None = None
+
+    def start(self) -> bool:
+        return self._claim.acquire(False)
+
+    def gave_up(self) -> bool:
+        return self._claim.locked()  # asked only before the writer starts the unit
 
     def set_result(self, value: Any) -> None:
         self._value = value
@@ -182,12 +242,31 @@ class Waiter:
         self._error = exc
         self._done.release()
 
-    def result(self, timeout: float) -> Any:
-        if not self._done.acquire(timeout=timeout):
-            raise TimeoutError(f"the writer did not commit this within {timeout:g} s")
+    def wait(self, timeout: float) -> bool:
+        """Whether the outcome came within ``timeout``."""
+        return self._done.acquire(timeout=max(timeout, 0.0))
+
+    def outcome(self) -> Any:
+        """The result, or the unit's exception raised (once :meth:`wait` said it is in)."""
         if self._error is not None:
             raise self._error
         return self._value
+
+    def result(self, timeout: float, grace: float = STARTED_GRACE) -> Any:
+        """The outcome within ``timeout``; past it, the unit is withdrawn (:class:`Abandoned`)
+        unless it has begun, whose outcome is then waited for ``grace`` seconds more."""
+        if self._done.acquire(timeout=timeout):
+            return self.outcome()
+        if self._claim.acquire(False):  # the writer will skip it
+            raise Abandoned(abandoned_message(timeout))
+        if self._done.acquire(timeout=max(grace, 0.0)):
+            return self.outcome()
+        raise TimeoutError(f"the writer began this but did not commit it within {timeout + grace:g} s; "
+                           "it may still commit")
+
+
+def abandoned_message(timeout: float) -> str:
+    return f"the writer did not commit this within {timeout:g} s: withdrawn before it began, it will not run"
 
 
 def run_units(conn: Connection, works: list[Work]) -> list[Any]:

@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     # "auto" (when this process may use two or more cores, on Linux or macOS), "true", "false"
     "RUNNER_PROCESS": "auto",
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
+    "INBOUND_WRITE_TIMEOUT": 15.0,  # seconds a webhook waits for the database before 503 (senders time out at 10–30 s)
     "OUTBOUND_ALLOWLIST": [],      # CIDRs/hosts outbound calls may reach although not public
     "OUTBOUND_TIMEOUT": 30.0,
     "DNS_CACHE_SECONDS": 30.0,     # how long an outbound host name's addresses are reused; 0: look up every call

@@ -8,6 +8,12 @@ what the web side spends. Everything else goes on to Flask.
 Guard clauses first (size, token, signature), then one transaction that stores the event
 and its run, then the acknowledgement. The body is read before the database is touched so
 a slow sender never holds a transaction open.
+
+A webhook waits for the writer at most ``INBOUND_WRITE_TIMEOUT`` seconds (senders give up
+after 10–30 s and send again). If the writer has not begun its transaction by then (the
+database is stalled: another program holds SQLite's write lock, say), the event is withdrawn
+and never stored, and the sender is told ``503`` with ``Retry-After``: its retry is then the
+only copy, not a duplicate.
 """
 from __future__ import annotations
 
@@ -24,11 +30,14 @@ from flask import Flask
 from automations import handshakes, inbound, verification
 from automations.core import Core
 from automations.ratelimit import RateLimiter, retry_after_header
+from automations.writer import STARTED_GRACE, Abandoned
 
 PREFIX = "/hooks/"
 METHODS = ("GET", "POST", "PUT", "PATCH")
 ALLOW = ", ".join((*METHODS, "HEAD", "OPTIONS"))
 _STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+INBOUND_WRITE_TIMEOUT = 15.0  # seconds; app.config["INBOUND_WRITE_TIMEOUT"] overrides it
+BUSY_RETRY_AFTER = 10  # seconds a sender told 503 (database busy) is asked to wait
 
 log = logging.getLogger("hookline.inbound")
 StartResponse = Callable[..., Any]
@@ -64,6 +73,7 @@ class InboundEndpoint:
         rate, nf = app.config["INBOUND_RATE"], app.config["NOT_FOUND_RATE"]
         self.per_url = RateLimiter(rate, burst=2 * rate)
         self.not_found = RateLimiter(nf, burst=30)
+        self.write_timeout = float(app.config.get("INBOUND_WRITE_TIMEOUT", INBOUND_WRITE_TIMEOUT))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or ""
@@ -130,8 +140,15 @@ class InboundEndpoint:
                 return Reply.error(404, "no hook at this address")
             return Reply(handshake.status, handshake.body.encode(), handshake.content_type, dict(handshake.headers))
         try:
-            accepted = inbound.accept(hookline.writer, hookline.definitions, recipe_id, token, req,
-                                      hookline.clock, rejected=rejected)
+            accepted = inbound.accept(_TimedWriter(hookline, self.write_timeout), hookline.definitions,
+                                      recipe_id, token, req, hookline.clock, rejected=rejected)
+        except Abandoned:  # withdrawn before its transaction began: nothing is stored
+            log.warning("recipe %s: the database took no write for %g s; asked the sender to retry",
+                        recipe_id, self.write_timeout)
+            return _busy()
+        except TimeoutError:  # began, unfinished: it may yet be stored (a de-duplicating recipe drops the retry)
+            log.error("recipe %s: storing an event did not finish in time; it may still be stored", recipe_id)
+            return _busy()
         except inbound.RecipeGone:
             hookline.forget_token(token)
             return Reply.error(404, "no hook at this address")
@@ -164,6 +181,19 @@ class InboundEndpoint:
         except verification.VerificationFailed as exc:
             return f"signature verification failed: {exc.reason}"
         return None
+
+
+class _TimedWriter:
+    """The core's writer as ``inbound.accept`` uses it, with the inbound endpoint's wait."""
+
+    __slots__ = ("_core", "_timeout")
+
+    def __init__(self, core: Core, timeout: float) -> None:
+        self._core, self._timeout = core, timeout
+
+    def submit(self, work: Callable[..., Any], timeout: float | None = None) -> Any:
+        # a unit that began is waited for at most half the wait again: senders give up soon
+        return self._core.writer.submit(work, self._timeout, min(STARTED_GRACE, self._timeout / 2))
 
 
 def install(app: Flask) -> None:
@@ -215,6 +245,10 @@ def _query(environ: dict[str, Any]) -> dict[str, Any]:
     as many fields as a form body; BodyRejected past that)."""
     raw = environ.get("QUERY_STRING")
     return inbound.parse_form(_wsgi_str(raw), errors="replace") if raw else {}
+
+
+def _busy() -> Reply:
+    return Reply.error(503, "the database is busy; retry", **{"Retry-After": str(BUSY_RETRY_AFTER)})
 
 
 def _too_many(wait: float) -> Reply:
