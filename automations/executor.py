@@ -10,6 +10,7 @@ Every write checks the lease, so a worker that lost its run cannot overwrite the
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -113,9 +114,12 @@ def _step_inputs(action_key: str, raw_inputs: dict[str, Any], context: dict[str,
     return out
 
 
-def execute(core: Core, run_id: int, owner: str, claimed: Any = None) -> str | None:
+def execute(core: Core, run_id: int, owner: str, claimed: Any = None,
+            stopping: threading.Event | None = None) -> str | None:
     """Run one claimed run to its next resting state; returns that status (None if not ours).
-    ``claimed``: the run's row from :func:`load_claimed`, if the claimer read it."""
+    ``claimed``: the run's row from :func:`load_claimed`, if the claimer read it. ``stopping``:
+    set when the runner shuts down; the run then starts no further step: it is released at
+    its last checkpoint (queued, due now, this attempt not counted) for whoever runs next."""
     loaded = _load(core, run_id, owner, claimed)
     if loaded is None:
         return None
@@ -133,6 +137,8 @@ def execute(core: Core, run_id: int, owner: str, claimed: Any = None) -> str | N
     steps = definition.get("steps", [])
     try:
         for index in range(run.step_index, len(steps)):
+            if stopping is not None and stopping.is_set():
+                return _release(core, run, owner)
             status = _execute_step(core, run, owner, index, steps[index], trigger, fields, outputs,
                                    loaded.connections, definition.get("settings") or {},
                                    last=index == len(steps) - 1)
@@ -226,6 +232,16 @@ def _checkpoint(core: Core, run: Run, owner: str, record: SimpleNamespace, outpu
     _write(core, run, owner, record, step_index=step_index, outputs=outputs)
 
 
+def _release(core: Core, run: Run, owner: str) -> str:
+    """Give the run back before its next step (the runner is stopping), as ``queue.release``
+    does for runs never started: due now, no lease, the attempt not counted. Its steps so far
+    are checkpointed, so the next worker resumes at ``run.step_index``."""
+    _write(core, run, owner, None, status=RunStatus.QUEUED.value, lease_owner=None, lease_expires_at=None,
+           next_attempt_at=core.clock.now(), attempt=run.attempt - 1)
+    log.info("run %s: released before step %d (the runner is stopping)", run.id, run.step_index + 1)
+    return RunStatus.QUEUED.value
+
+
 def _finish(core: Core, run: Run, owner: str, status: RunStatus, error: str | None,
             record: SimpleNamespace | None = None, outputs: dict[str, Any] | None = None,
             step_index: int | None = None) -> str:
@@ -246,6 +262,9 @@ _STEP_COLUMNS = tuple(c.key for c in StepRun.__table__.columns if c.key != "id")
 # Built once; the SET clause comes from each call's parameter names.
 _GUARDED_UPDATE = update(Run).where(Run.id == bindparam("b_id"), Run.lease_owner == bindparam("b_owner"),
                                     Run.status == RunStatus.RUNNING.value)
+# The executor's writes are also fenced on the attempt: every claim counts one, so a stale
+# attempt of a run taken back and claimed again, even by the same owner, writes nothing.
+_FENCED_UPDATE = _GUARDED_UPDATE.where(Run.attempt == bindparam("b_attempt"))
 _INSERT_STEP = insert(StepRun)
 
 
@@ -253,7 +272,8 @@ def _write(core: Core, run: Run, owner: str, record: SimpleNamespace | None, **v
     """The step record and the run's new state, only if we still hold the lease. Returns
     once committed."""
     row = {k: getattr(record, k) for k in _STEP_COLUMNS} if record is not None else None
-    core.writer.submit(RunWrite(run.id, {**values, "b_id": run.id, "b_owner": owner}, row))
+    core.writer.submit(RunWrite(run.id, {**values, "b_id": run.id, "b_owner": owner, "b_attempt": run.attempt},
+                                row))
     for k, v in values.items():
         setattr(run, k, v)
 
@@ -267,8 +287,12 @@ class RunWrite:
         self.run_id, self.params, self.row = run_id, params, row
         self.batch_key = ("executor.write", tuple(sorted(params)), row is not None)
 
+    @property
+    def _update(self) -> Any:  # fenced on the attempt when the write names it (the executor's always do)
+        return _FENCED_UPDATE if "b_attempt" in self.params else _GUARDED_UPDATE
+
     def __call__(self, conn: DBConnection) -> None:
-        if conn.execute(_GUARDED_UPDATE, self.params).rowcount != 1:
+        if conn.execute(self._update, self.params).rowcount != 1:
             raise LeaseLost(self.run_id)
         if self.row is not None:
             conn.execute(_INSERT_STEP, self.row)
@@ -277,7 +301,7 @@ class RunWrite:
     def run_many(conn: DBConnection, units: list[RunWrite]) -> list[None]:
         if not conn.dialect.supports_sane_multi_rowcount:  # cannot tell whose lease was lost
             return [unit(conn) for unit in units]
-        if conn.execute(_GUARDED_UPDATE, [u.params for u in units]).rowcount != len(units):
+        if conn.execute(units[0]._update, [u.params for u in units]).rowcount != len(units):  # one key: one form
             raise LeaseLost(units[0].run_id)  # someone's: the writer re-runs each unit alone
         rows = [u.row for u in units if u.row is not None]
         if rows:

@@ -6,6 +6,7 @@ any number of workers can share the work without a run being claimed twice.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,10 +66,34 @@ def _requeue(conn: Connection | Session, now: datetime, *where: Any, **values: A
     return result.rowcount or 0
 
 
-def recover_expired(conn: Connection | Session, now: datetime) -> int:
+def recover_expired(conn: Connection | Session, now: datetime, keep: Collection[int] = ()) -> int:
     """Put runs whose worker vanished (lease expired) back in the queue. In the caller's
-    transaction (a unit of the batch writer: ``partial(recover_expired, now=...)``)."""
-    return _requeue(conn, now, Run.lease_expires_at < now)
+    transaction (a unit of the batch writer: ``partial(recover_expired, now=...)``).
+
+    A live worker renews the leases of the runs it executes (:func:`renew`), so their leases
+    do not expire; ``keep``: the runs the sweeping worker itself is executing, never taken
+    back from under it even if a renewal came late (a paused process, a slow writer)."""
+    where = [Run.lease_expires_at < now]
+    if keep:
+        where.append(Run.id.not_in(list(keep)))
+    return _requeue(conn, now, *where)
+
+
+def renew(conn: Connection | Session, owner: str, run_ids: Collection[int], now: datetime,
+          lease_seconds: float) -> int:
+    """Extend the leases of the runs ``owner`` is executing to ``now + lease_seconds``: one
+    statement for all of them (the runner calls it every third of a lease, not per run).
+    Only runs still running under ``owner``: one finished, released or taken back meanwhile
+    is left alone. In the caller's transaction; returns how many were renewed."""
+    if not run_ids:
+        return 0
+    result = conn.execute(
+        update(Run)
+        .where(Run.id.in_(list(run_ids)), Run.lease_owner == owner, Run.status == RUNNING)
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
 
 
 def take_back(conn: Connection | Session, owner: str, now: datetime) -> int:

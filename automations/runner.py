@@ -1,9 +1,16 @@
 """The runner: a dispatcher thread that claims due runs and a thread pool that executes them.
 
 APScheduler drives time (a periodic tick for due retries and for runs other processes
-queued; a lease sweep; later retention), the database decides what runs. A run created in
-this process starts at once: the inbound endpoint calls :meth:`Runner.notify` after its
-commit, so nothing waits for the next poll.
+queued; lease renewal and a lease sweep; retention), the database decides what runs. A run
+created in this process starts at once: the inbound endpoint calls :meth:`Runner.notify`
+after its commit, so nothing waits for the next poll.
+
+Leases: a run is claimed for LEASE_SECONDS, and every third of that the runner extends the
+leases of all the runs it holds, in one statement, so a run that takes longer than a lease
+(a slow receiver) is never taken back from under the live worker that executes it; a
+worker that dies stops renewing, and its runs are taken back once their leases expire.
+Stopping, the runner lets each run in flight finish its current step, then releases it at
+that checkpoint instead of starting the next step.
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ from .core import Core
 from .executor import LeaseLost, execute, load_claimed
 
 log = logging.getLogger("hookline.runner")
+
+RENEW_JOB = "renew-leases"
 
 
 def worker_id() -> str:
@@ -75,6 +84,8 @@ class Runner:
             log.info("took back %d runs whose lease had expired", recovered)
         self._scheduler.add_job(self.notify, "interval", seconds=self.core.poll_interval,
                                 id="tick", max_instances=1, coalesce=True)
+        self._scheduler.add_job(self.renew_leases, "interval", seconds=self.renew_interval,
+                                id=RENEW_JOB, max_instances=1, coalesce=True)
         self._scheduler.add_job(self.recover_leases, "interval", seconds=max(5, self.core.lease_seconds / 10),
                                 id="recover-leases", max_instances=1, coalesce=True)
         if self.core.retention_days > 0:
@@ -86,11 +97,15 @@ class Runner:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming; let in-flight runs finish within ``timeout``; release the rest."""
+        """Stop claiming; let in-flight runs finish their current step within ``timeout`` (each
+        is then released at its checkpoint, see ``execute``); release those not started. The
+        leases of runs in flight are renewed until they are done."""
         self._stopping.set()
         self._wake.set()
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+        if self._scheduler.running:  # only lease renewal goes on while runs drain
+            for job in self._scheduler.get_jobs():
+                if job.id != RENEW_JOB:
+                    job.remove()
         if self._dispatcher.is_alive():
             self._dispatcher.join(timeout)
         with self._lock:
@@ -108,6 +123,8 @@ class Runner:
         threading.Thread(target=lambda: (self._pool.shutdown(wait=True), done.set()), daemon=True).start()
         if not done.wait(timeout):
             log.warning("runs still in flight after %.0fs; their leases will expire and be retaken", timeout)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
 
     def notify(self) -> None:
         self._wake.set()
@@ -117,8 +134,30 @@ class Runner:
         """``running`` while its dispatcher claims runs, else ``stopped`` (for health checks)."""
         return "running" if self._dispatcher.is_alive() and not self._stopping.is_set() else "stopped"
 
+    @property
+    def renew_interval(self) -> float:
+        """Seconds between lease renewals: a third of a lease, so two may fail or come late
+        before a lease runs out."""
+        return max(self.core.lease_seconds / 3, 0.05)
+
+    def renew_leases(self) -> int:
+        """Extend the leases of every run this runner holds (claimed or executing): one writer
+        unit for all of them, nothing when idle."""
+        with self._lock:
+            ids = list(self._inflight)
+        if not ids:
+            return 0
+        try:
+            return self.core.writer.submit(partial(queue.renew, owner=self.owner, run_ids=ids,
+                                                   now=self.core.clock.now(), lease_seconds=self.core.lease_seconds))
+        except Exception as exc:  # noqa: BLE001 - the next renewal tries again: a lease has room for two
+            log.warning("could not renew the leases of %d runs (%s: %s)", len(ids), type(exc).__name__, exc)
+            return 0
+
     def recover_leases(self) -> int:
-        n = self.core.writer.submit(partial(queue.recover_expired, now=self.core.clock.now()))
+        with self._lock:
+            keep = list(self._inflight)  # ours and being renewed: never taken back from under us
+        n = self.core.writer.submit(partial(queue.recover_expired, now=self.core.clock.now(), keep=keep))
         if n:
             log.warning("took back %d runs whose worker stopped holding the lease", n)
             self.notify()
@@ -170,7 +209,7 @@ class Runner:
                 return
             self._started.add(run_id)
         try:
-            execute(self.core, run_id, self.owner, claimed)
+            execute(self.core, run_id, self.owner, claimed, self._stopping)
         except LeaseLost:
             log.warning("run %s: lease lost to another worker", run_id)
         except ConnectionError as exc:  # the writer of the web process this runner writes through is gone

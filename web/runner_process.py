@@ -77,7 +77,8 @@ class RunnerProcess:
                  writer: BatchWriter | None = None, on_exit: Callable[[str], None] | None = None) -> None:
         """``writer``: this process's writer, to write for the child (SQLite); None lets the
         child write itself (PostgreSQL takes concurrent writers). ``on_exit(owner)``: called
-        after a child exited unasked, with the lease owner name its runner used."""
+        with the lease owner name its runner used after a child exited unasked, or was killed
+        at shutdown for overrunning ``shutdown_timeout``: it takes back that child's runs."""
         self.instance_path = instance_path
         self.shutdown_timeout = shutdown_timeout
         self.writer = writer
@@ -172,26 +173,33 @@ class RunnerProcess:
                 log.exception("could not start the runner child process")
 
     def stop(self, timeout: float | None = None) -> int | None:
-        """SIGTERM the child (it finishes in-flight runs and releases the rest), then wait."""
+        """SIGTERM the child (its runs in flight finish their current step and are released at
+        that checkpoint, the rest are released), then wait. A child still busy ``timeout``
+        (+5) seconds later is killed, and the runs it held are queued again at once."""
         timeout = self.shutdown_timeout if timeout is None else timeout
         self._stopping.set()
-        proc, code = self.proc, None
+        proc, code, killed = self.proc, None, False
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(timeout + 5)
             except subprocess.TimeoutExpired:
                 log.warning("runner child process %s still busy after %.0f s: killed; its runs are "
-                            "taken back when their lease expires", proc.pid, timeout)
+                            "queued again", proc.pid, timeout)
                 proc.kill()
-                code = proc.wait()
+                code, killed = proc.wait(), True
         elif proc is not None:
             code = proc.returncode
         with self._lock:  # after the child is gone, so it does not take end-of-file for our death
             if self._wake_w is not None:
                 os.close(self._wake_w)
                 self._wake_w = None
-        self._stop_service()
+        self._stop_service()  # first: the take-back commits after every write the child sent
+        if killed and self.on_exit is not None and self.owner is not None:
+            try:  # its leases would otherwise keep its runs for up to LEASE_SECONDS after the restart
+                self.on_exit(self.owner)
+            except Exception:  # the database may be unavailable: the leases still expire
+                log.exception("could not take back the runs of runner child %s", proc.pid)
         return code
 
     def _stop_service(self) -> None:
