@@ -150,7 +150,7 @@ def test_confirmation_shows_the_exact_count(mixed, client):
     a, _p = mixed
     assert confirm(client, "text=match")[0] == 5
     assert confirm(client, f"text=match&recipe={a}")[0] == 3
-    assert confirm(client, "status=queued")[0] == 6  # pausing a recipe leaves its queued runs queued
+    assert confirm(client, "status=queued")[0] == 5  # pausing "Paused" held its queued run 4
     page = client.get("/runs/bulk-replay?text=absent").get_data(as_text=True)
     assert "nothing to replay" in page and "<button" not in page.split("<main>")[1]
 
@@ -176,14 +176,14 @@ def test_bulk_replay_creates_linked_runs(app, client, mixed, version, a_version)
 
 def test_bulk_replay_counts_only_runs_shown_on_the_confirmation(mixed, client):
     count, fields = confirm(client, "text=match&status=queued")
-    assert count == 5
+    assert count == 4  # runs 1-3 and 5 (run 4 was held when its recipe was paused)
     with client.application.app_context():
         token = db.session.scalar(select(Recipe.token).where(Recipe.name == "A"))
     post(client, token, json={"tag": "match, arrived later"})
     job = start(client, fields, "current")
-    assert (job.total, job.done, job.skipped) == (5, 4, 1)
+    assert (job.total, job.done, job.skipped) == (4, 3, 1)
     # the late run and the queued replays match now, but were never part of the job's snapshot
-    assert confirm(client, "text=match&status=queued")[0] == 5 + 1 + 3
+    assert confirm(client, "text=match&status=queued")[0] == 4 + 1 + 3
 
 
 def test_replay_matching_works_in_chunks_and_wakes_the_runner(app, client, monkeypatch):
