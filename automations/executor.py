@@ -15,6 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy import bindparam, insert, select, update
 from connectors.base import ActionContext, ActionResult, PermanentError, RetryableError
 from connectors.registry import ACTIONS
 
-from . import alerts
+from . import alerts, queue
 from . import connections as connections_mod
 from .core import Core
 from .mapping import MappingError, extract
@@ -215,6 +216,8 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
         return status
     _write(core, run, owner, record, status=RunStatus.QUEUED.value, error=error, next_attempt_at=when,
            lease_owner=None, lease_expires_at=None, step_index=index, outputs=outputs)
+    if core.writer.submit(partial(queue.hold_if_paused, run_id=run.id)):  # paused meanwhile
+        return RunStatus.HELD.value
     return RunStatus.QUEUED.value
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from .models import Run, RunStatus
+from .models import Recipe, RecipeStatus, Run, RunStatus
 
 QUEUED = RunStatus.QUEUED.value
 RUNNING = RunStatus.RUNNING.value
@@ -109,3 +109,14 @@ def release(conn: Connection | Session, owner: str, run_ids: list[int], now: dat
     if not run_ids:
         return 0
     return _requeue(conn, now, Run.id.in_(run_ids), Run.lease_owner == owner, attempt=Run.attempt - 1)
+
+
+def hold_if_paused(conn: Connection | Session, run_id: int) -> int:
+    """A run that was in flight when its recipe was paused, and now waits for a retry, is held
+    like the recipe's other queued runs, instead of going on at the broken receiver. A unit of
+    the batch writer (in a partial), after the retry's own write."""
+    return conn.execute(
+        update(Run).where(Run.id == run_id, Run.status == QUEUED,
+                          Run.recipe_id.in_(select(Recipe.id).where(Recipe.status == RecipeStatus.PAUSED.value)))
+        .values(status=RunStatus.HELD.value).execution_options(synchronize_session=False)
+    ).rowcount or 0

@@ -3,11 +3,16 @@ for the resume, as its new events do (from a review of the runner: auto-pause le
 queued retries running)."""
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import select, update
 
 from automations import alerts, recipes
 from automations.clock import utcnow
 from automations.models import Recipe, Run
+from tests.live import LiveServer, make_live_app
+from tests.sinks import HttpSink, Received, Reply
+from tests.test_e2e import http_step, make_recipe, wait_run
 from tests.test_ui_recipes import HTTP_STEP, create
 from web.extensions import db
 
@@ -93,3 +98,25 @@ def test_after_a_resume_one_dead_run_does_not_pause_again(app, client) -> None:
     alerts.after_dead(core, d, recipe_id, settings, "HTTP 500")
     with app.app_context():
         assert db.session.get(Recipe, recipe_id).is_paused  # two since the resume: paused again
+
+
+def test_a_run_in_flight_when_its_recipe_is_paused_waits_for_the_resume_instead_of_retrying(tmp_path) -> None:
+    """The receiver fails while the recipe is being paused: the failed attempt's retry is held
+    with the recipe's other runs, not sent to the broken receiver again."""
+    live = LiveServer(make_live_app(tmp_path))
+    try:
+        app = live.app
+
+        def down_and_paused(req: Received) -> Reply:  # the recipe is paused while this attempt is in flight
+            with app.app_context():
+                recipes.set_paused(db.session, db.session.get(Recipe, recipe_id), True, "receiver down")
+            return Reply(503, "down")
+        with HttpSink(down_and_paused) as sink:
+            recipe_id, token = make_recipe(app, "A", steps=[http_step("s", sink.url + "/x", "{}")],
+                                           settings={"retry": {"schedule": [0.2], "max_attempts": 5}})
+            run_id = live.post(token, json={}).json()["run_id"]
+            assert wait_run(app, run_id, statuses=("held",)) == "held"
+            time.sleep(0.6)  # past the retry's due time: still held, nothing more sent
+            assert _statuses(app, [run_id]) == ["held"] and len(sink.requests) == 1
+    finally:
+        live.close()
