@@ -299,7 +299,8 @@ def _parse_multipart_parts(content_type: str, raw: bytes) -> ParsedBody:
 
 
 def xml_to_dict(el: Element) -> dict[str, Any]:
-    """``<a x="1"><b>t</b><b>u</b></a>`` → ``{"a": {"@x": "1", "b": ["t", "u"]}}``.
+    """``<a x="1"><b>t</b><b>u</b></a>`` → ``{"a": {"@x": "1", "b": ["t", "u"]}}``; text
+    around child elements goes to ``#text``.
 
     Raises :class:`BodyRejected` past JSON's limits (elements nested deeper than
     MAX_JSON_DEPTH, more than MAX_JSON_NODES elements and attributes), so the recursion
@@ -318,10 +319,14 @@ def _xml_value(el: Element, depth: int, count: list[int]) -> Any:
     if count[0] > MAX_JSON_NODES:
         raise BodyRejected(f"XML with more than {MAX_JSON_NODES} values")
     children = list(el)
-    text = (el.text or "").strip()
+    # Mixed content (<a>hello <b>x</b> world</a>): the text around the children, joined.
+    text = " ".join(t for t in (part.strip() for part in (el.text, *(c.tail for c in children)) if part) if t)
     if not children and not el.attrib:
         return text
-    out: dict[str, Any] = {f"@{_strip_ns(k)}": v for k, v in el.attrib.items()}
+    out: dict[str, Any] = {}
+    for name, value in el.attrib.items():  # x="1" p:x="2": the second keeps its namespace
+        key = f"@{_strip_ns(name)}"
+        out[key if key not in out else f"@{name}"] = value
     lists: set[str] = set()  # keys whose value is a list made here: appended to, never copied
     for child in children:
         key, val = _strip_ns(child.tag), _xml_value(child, depth + 1, count)

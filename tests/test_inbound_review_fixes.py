@@ -363,3 +363,9 @@ def test_long_content_type_is_stored_cut_to_200_characters_on_postgres(tmp_path,
 def test_json_with_a_byte_order_mark_parses(content_type):
     parsed = parse_body(content_type, b'\xef\xbb\xbf{"email": "ann@example.com"}')
     assert (parsed.kind, parsed.value, parsed.error) == ("json", {"email": "ann@example.com"}, None)
+
+
+def test_xml_keeps_text_around_children_and_both_of_two_same_named_attributes():
+    parsed = parse_body("application/xml",
+                        b'<a xmlns:p="urn:p" x="1" p:x="2">hello <b>x</b> world <c/> again</a>')
+    assert parsed.value == {"a": {"@x": "1", "@{urn:p}x": "2", "b": "x", "c": "", "#text": "hello world again"}}
