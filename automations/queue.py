@@ -120,3 +120,14 @@ def hold_if_paused(conn: Connection | Session, run_id: int) -> int:
                           Run.recipe_id.in_(select(Recipe.id).where(Recipe.status == RecipeStatus.PAUSED.value)))
         .values(status=RunStatus.HELD.value).execution_options(synchronize_session=False)
     ).rowcount or 0
+
+
+def release_orphans(conn: Connection | Session, owner: str, keep: Collection[int], now: datetime) -> int:
+    """Runs leased to ``owner`` that it does not know it holds, queued again at once with the
+    attempt not counted: a claim whose batch began but whose answer never came back (the
+    database stalled past the caller's wait) leased them to a runner that never got their ids.
+    ``keep``: the runs the runner does hold. In the caller's transaction."""
+    where = [Run.lease_owner == owner]
+    if keep:
+        where.append(Run.id.not_in(list(keep)))
+    return _requeue(conn, now, *where, attempt=Run.attempt - 1)

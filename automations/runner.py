@@ -31,6 +31,7 @@ from sqlalchemy import Connection
 from . import queue, retention
 from .core import Core
 from .executor import LeaseLost, execute, load_claimed
+from .writer import STARTED_GRACE, Abandoned
 
 log = logging.getLogger("hookline.runner")
 
@@ -67,6 +68,7 @@ class Runner:
         self.owner = owner or worker_id()
         self.threads = threads or core.runner_threads
         self.capacity = self.threads * prefetch  # claimed ahead so the pool never starves
+        self.claim_timeout, self.claim_grace = 60.0, STARTED_GRACE  # how long a claim is waited for
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="hookline-run")
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -190,7 +192,14 @@ class Runner:
                 return total
             now, lease = self.core.clock.now(), self.core.lease_seconds
             remote = self.core.writer.remote
-            ids, rows = self.core.writer.submit(ClaimDue(self.owner, room, now, lease, read_rows=not remote))
+            try:
+                ids, rows = self.core.writer.submit(ClaimDue(self.owner, room, now, lease, read_rows=not remote),
+                                                    timeout=self.claim_timeout, grace=self.claim_grace)
+            except Abandoned:
+                raise  # withdrawn before it began: nothing was claimed
+            except TimeoutError:
+                self._release_orphans()  # it began, and may have leased runs we never heard of
+                raise
             if remote and ids:  # spare the web process, whose writer every write waits on, the read
                 with self.core.read_engine.connect() as conn:
                     rows = load_claimed(conn, ids)
@@ -202,6 +211,21 @@ class Runner:
             if len(ids) < room:
                 return total
         return total
+
+    def _release_orphans(self) -> None:
+        """After a claim whose outcome never came: queue again whatever it leased to us
+        (the writer runs this after the claim, FIFO), instead of leaving it to lease expiry."""
+        with self._lock:
+            keep = list(self._inflight)
+        try:
+            n = self.core.writer.submit(partial(queue.release_orphans, owner=self.owner, keep=keep,
+                                                now=self.core.clock.now()))
+        except Exception as exc:  # noqa: BLE001 - still stalled: the lease runs out instead
+            log.warning("could not release runs of a claim that timed out (%s: %s); they are taken back "
+                        "when their lease expires", type(exc).__name__, exc)
+            return
+        if n:
+            log.warning("queued again %d runs a timed-out claim had leased to this runner", n)
 
     def _run(self, run_id: int, claimed: Any = None) -> None:
         with self._lock:

@@ -193,3 +193,50 @@ def test_a_runner_child_killed_at_shutdown_has_its_runs_queued_again_at_once(tmp
         finally:
             child.stop()
             live.close()
+
+
+def test_a_claim_whose_answer_never_came_gives_its_runs_back_at_once(app, client):
+    """The database stalls while a claim's batch is under way: the dispatcher stops waiting
+    (TimeoutError, not a withdrawal: the claim had begun), so runs may now be leased to it
+    that it never heard of. They are queued again right after the claim commits, not left
+    to their lease (5 minutes by default)."""
+    import threading
+
+    from automations.runner import Runner
+    from automations.writer import Abandoned
+
+    with app.app_context():
+        token = recipes.create(db.session, "r", {"steps": [http_step("s", "http://127.0.0.1:9/x")]}).token
+    run_ids = [client.post(f"/hooks/{token}", json={"n": i}).get_json()["run_id"] for i in range(3)]
+    core = app.extensions["hookline"]
+    gate, blocked = threading.Event(), threading.Event()
+
+    def blocker(conn):  # holds the writer so the next units queue up and share a batch
+        blocked.set()
+        gate.wait(5)
+
+    def slow(conn):  # first in the claim's batch: the batch has begun, the claim waits behind it
+        time.sleep(1.0)
+    threading.Thread(target=core.writer.submit, args=(blocker,), daemon=True).start()
+    assert blocked.wait(5)
+    threading.Thread(target=core.writer.submit, args=(slow,), daemon=True).start()
+    time.sleep(0.05)
+    runner = Runner(core, threads=2)
+    runner.claim_timeout, runner.claim_grace = 0.5, 0.1
+    outcome: list[BaseException] = []
+
+    def dispatch():
+        try:
+            runner.dispatch()
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            outcome.append(exc)
+    thread = threading.Thread(target=dispatch)
+    thread.start()
+    time.sleep(0.2)
+    gate.set()  # the batch [slow, claim] begins; the claim is started, then waits past 0.6 s
+    thread.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], TimeoutError) and not isinstance(outcome[0], Abandoned)
+    with app.app_context():
+        runs = [db.session.get(Run, r) for r in run_ids]
+        assert [(r.status, r.lease_owner, r.attempt) for r in runs] == [("queued", None, 0)] * 3
+    runner._pool.shutdown()
