@@ -30,6 +30,9 @@ def is_sqlite(url_or_engine: Any) -> bool:
     return str(getattr(url_or_engine, "url", url_or_engine)).startswith("sqlite")
 
 
+PG_POOL_KEPT, PG_POOL_MAX = 5, 15  # per process; see engine_options
+
+
 def engine_options(url: str, pool_size: int = 20) -> dict[str, Any]:
     """Options for ``create_engine`` (also handed to Flask-SQLAlchemy)."""
     if is_sqlite(url):
@@ -38,7 +41,13 @@ def engine_options(url: str, pool_size: int = 20) -> dict[str, Any]:
             "pool_size": pool_size,
             "max_overflow": 20,
         }
-    return {"pool_size": pool_size, "max_overflow": 20, "pool_pre_ping": True}
+    # PostgreSQL: connections are a server-wide budget (max_connections, 100 by default) that
+    # every web and worker process shares, and they stay open. A process's threads mostly write
+    # through its one writer and read briefly, so it keeps at most PG_POOL_KEPT connections and
+    # opens at most PG_POOL_MAX under a burst (threads beyond wait their turn): sized by thread
+    # count, three workers and a web process used 90+ connections and the next was refused.
+    kept = min(pool_size, PG_POOL_KEPT)
+    return {"pool_size": kept, "max_overflow": PG_POOL_MAX - kept, "pool_pre_ping": True}
 
 
 class WriterSlot:

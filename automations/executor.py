@@ -32,6 +32,7 @@ from .mapping import MappingError, extract
 from .models import Connection, Event, Run, RunStatus, StepRun
 from .redact import redact_values
 from .retry import RetryPolicy, next_attempt_at
+from .secrets import SecretsError
 from .templating import TemplateError, build_context, render_value
 
 log = logging.getLogger("hookline.runner")
@@ -129,6 +130,14 @@ def execute(core: Core, run_id: int, owner: str, claimed: Any = None,
         return _finish(core, run, owner, RunStatus.FAILED, "the recipe of this run was deleted")
     if event.parse_error:
         return _finish(core, run, owner, RunStatus.FAILED, f"mapping error: {event.parse_error}")
+    if run.attempt > 1 and run.attempt > (limit := RetryPolicy.from_settings(definition.get("settings")).max_attempts):
+        # Every claim counts an attempt; one past the limit means earlier attempts never
+        # recorded an outcome (their worker crashed or lost the run each time): stop the loop.
+        error = (f"gave up: attempt {run.attempt} of at most {limit}, and the earlier ones did not finish "
+                 "(the worker running them stopped or crashed each time; see the server log)")
+        status = _finish(core, run, owner, RunStatus.DEAD, error)
+        alerts.after_dead(core, run.id, run.recipe_id, definition.get("settings") or {}, error)
+        return status
     trigger = trigger_of(event)
     try:
         fields = extract(definition.get("fields", []), trigger["body"])
@@ -159,7 +168,12 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     """Returns a final/retry status to stop at, or None to go on with the next step."""
     key, action_key = step["key"], step["action"]
     conn = conns.get(step.get("connection")) if step.get("connection") else None
-    secrets = connections_mod.secret_values(core.secret_box, conn)
+    try:
+        secrets = connections_mod.secret_values(core.secret_box, conn)
+    except SecretsError as exc:  # else it escapes the run, which then loops on lease expiry unseen
+        return _finish(core, run, owner, RunStatus.FAILED,
+                       f"step '{key}' ({action_key}): the connection's secrets cannot be decrypted here ({exc}); "
+                       "every process must share the same ENCRYPTION_KEYS (see README, Scale-out)")
     started, t0 = core.clock.now(), time.perf_counter()
     # A plain namespace, not an ORM instance: it is only ever inserted, and ORM attribute
     # instrumentation costs more than the insert.

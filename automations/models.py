@@ -149,6 +149,10 @@ class Run(Base):
         Index("ix_runs_due", "status", "next_attempt_at"),
         Index("ix_runs_recipe_created", "recipe_id", "created_at"),
         Index("ix_runs_created", "created_at"),
+        # Deleting an event or a run looks up the runs that reference it (ON DELETE): without
+        # these, each row a retention purge deleted scanned every run (23 s per 500 on PostgreSQL).
+        Index("ix_runs_event", "event_id"),
+        Index("ix_runs_replay_of", "replay_of"),
         NEVER_REUSED,
     )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Connection, Engine, MetaData, Table
+from sqlalchemy import Connection, Engine, MetaData, Table, inspect, text
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .db import READ_ONLY
@@ -25,8 +25,30 @@ log = logging.getLogger("hookline.schema")
 
 
 def create_schema(engine: Engine) -> None:
+    """Tables and indexes that are missing, then :func:`upgrade`. On PostgreSQL under an
+    advisory lock: processes starting together against an empty database raced in
+    ``create_all`` (a duplicate type name) and one of them crashed."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('hookline schema'))"))
+            Base.metadata.create_all(conn)
+            _create_missing_indexes(conn)
+        return
     Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        _create_missing_indexes(conn)
     upgrade(engine)
+
+
+def _create_missing_indexes(conn: Connection) -> None:
+    """``create_all`` makes a table's indexes only with the table: an index added to a table
+    that already exists (a database made before) is made here."""
+    inspector = inspect(conn)
+    for table in Base.metadata.sorted_tables:
+        present = {i["name"] for i in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in present:
+                index.create(conn)
 
 
 def upgrade(engine: Engine) -> list[str]:

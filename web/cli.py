@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ import click
 from automations.logredact import install as install_log_redaction
 from connectors.redaction import redact_text
 
+from .config import default_instance_path
+
 
 def _app(instance: str | None):
     from .app import create_app  # here, not at the top: ``worker`` never imports Flask
@@ -21,12 +22,7 @@ def _app(instance: str | None):
 
 
 def _instance_path(instance: str | None) -> str:
-    return str(Path(instance).resolve()) if instance else _default_instance()
-
-
-def _default_instance() -> str:
-    """``./instance`` of the current directory (the project checkout when run from it)."""
-    return os.environ.get("HOOKLINE_INSTANCE_PATH") or str(Path.cwd() / "instance")
+    return str(Path(instance).resolve()) if instance else default_instance_path()
 
 
 instance_option = click.option("--instance", envvar="HOOKLINE_INSTANCE_PATH", default=None,

@@ -139,3 +139,9 @@ def _instance_secret(path: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")
     return value
+
+
+def default_instance_path() -> str:
+    """``HOOKLINE_INSTANCE_PATH``, else ``./instance`` of the current directory (the project
+    checkout when run from it): for the CLI and for ``web.wsgi`` under gunicorn alike."""
+    return str(Path(os.environ.get("HOOKLINE_INSTANCE_PATH") or Path.cwd() / "instance").resolve())
