@@ -9,6 +9,7 @@ Connection secrets never take part (templates cannot reach them).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,9 +65,15 @@ class Preview:
     steps: list[StepPreview] = field(default_factory=list)
 
 
-def preview(definition: dict[str, Any], trigger: dict[str, Any]) -> Preview:
+PREVIEW_SECONDS = 5.0  # for a whole preview: each render has its own limits, but a recipe has many inputs
+
+
+def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float = PREVIEW_SECONDS) -> Preview:
     """Each field's value and each step's rendered inputs for ``trigger`` (as
-    :func:`automations.executor.trigger_of` builds it from an event)."""
+    :func:`automations.executor.trigger_of` builds it from an event). Inputs left when
+    ``budget`` seconds have gone are not rendered but say so: a recipe of many slow templates
+    must not hold a web thread for minutes."""
+    deadline = time.monotonic() + budget
     out = Preview()
     for spec in definition.get("fields") or []:
         name = spec.get("name") or ""
@@ -87,6 +94,10 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any]) -> Preview:
         for f in action.fields:
             value = raw.get(f.name, f.default)
             item = InputPreview(f.name, f.label)
+            if f.template and value is not None and time.monotonic() > deadline:
+                item.error = f"not previewed: the preview took longer than {budget:g} s"
+                shown.inputs.append(item)
+                continue
             try:
                 item.value = _plain(render_value(value, context) if (f.template and value is not None) else value)
             except (TemplateError, MappingError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+from automations import recipes as recipes_mod
 from automations.models import Recipe
 from automations.preview import preview
 from tests.conftest import signed_in_client
@@ -136,3 +137,53 @@ def test_preview_needs_a_sample_and_an_editor(app, client) -> None:
     assert "No event received yet" in shown
     viewer = signed_in_client(app, "viewer")
     assert viewer.post(f"/recipes/{recipe_id}/preview", data=recipe_form()).status_code == 403
+
+
+SLOW = "{{ ('a' * 100000) | regex_findall('\\\\w+\\\\d') }}"  # runs into the 1 s regex deadline
+
+
+def test_a_preview_has_one_budget_for_all_its_inputs() -> None:
+    steps = [{"key": f"s{i}", "action": "slack_message", "inputs": {"text": SLOW}} for i in range(4)]
+    result = preview({"steps": steps}, STRIPE, budget=0.5)
+    texts = [next(i for i in s.inputs if i.name == "text") for s in result.steps]
+    assert texts[0].error and "not previewed" not in texts[0].error  # rendered, and failed on its own
+    assert all(t.error == "not previewed: the preview took longer than 0.5 s" for t in texts[1:])
+
+
+def test_a_slow_preview_does_not_hold_up_webhooks(tmp_path) -> None:
+    """The review's report: while an editor's preview of slow templates ran, a webhook waited
+    behind it (the request's transaction held SQLite's write lock) and got 503."""
+    import threading
+    import time
+
+    import requests
+
+    from tests.conftest import PASSWORD, ensure_user
+    from tests.live import LiveServer, make_live_app
+
+    live = LiveServer(make_live_app(tmp_path), with_runner=False)
+    try:
+        app = live.app
+        email = ensure_user(app, "editor")
+        with app.app_context():
+            recipe = recipes_mod.create(db.session, "r", {"steps": [
+                {"key": "s", "action": "http_request", "inputs": {"method": "POST", "url": "https://crm.example/",
+                                                                  "body_type": "raw", "body": SLOW}}]})
+            recipe_id, token = recipe.id, recipe.token
+        assert live.post(token, json={"sample": 1}).status_code == 202
+        browser = requests.Session()
+        assert browser.post(f"{live.url}/login", data={"email": email, "password": PASSWORD},
+                            timeout=10).status_code == 200
+        form = recipe_form(steps=[{"action": "http_request", "key": f"s{i}", "inputs": {
+            "url": "https://crm.example/", "body": SLOW}} for i in range(3)])
+        slow = threading.Thread(target=lambda: browser.post(f"{live.url}/recipes/{recipe_id}/preview",
+                                                            data=form, timeout=30))
+        slow.start()
+        time.sleep(0.5)  # the preview is rendering now
+        started = time.monotonic()
+        resp = live.post(token, json={"during": True})
+        waited = time.monotonic() - started
+        slow.join(30)
+        assert resp.status_code == 202 and waited < 1.0, (resp.status_code, waited)
+    finally:
+        live.close()

@@ -81,7 +81,11 @@ def _preview(editor: RecipeEditor, event: Event | None) -> Preview | None:
     sample event."""
     if event is None or event.parse_error:
         return None
-    return preview(editor.definition(), trigger_of(event))
+    definition, trigger = editor.definition(), trigger_of(event)
+    # End this request's transaction first: on SQLite a session's transaction holds the write
+    # lock, and webhooks waited behind a slow preview until they got 503.
+    db.session.rollback()
+    return preview(definition, trigger)
 
 
 @bp.get("/")
