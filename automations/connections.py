@@ -2,6 +2,7 @@
 except as ``credentials_for`` hands them to a connector's ``run``."""
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -178,7 +179,14 @@ def credentials_for(box: SecretBox, conn: Connection | None) -> dict[str, Any]:
 
 
 def secret_values(box: SecretBox, conn: Connection | None) -> list[str]:
-    """The clear-text secrets, so the runner can scrub them from anything it records."""
+    """The clear-text secrets, so the runner can scrub them from anything it records, and the
+    forms they travel in: a Basic ``Authorization`` carries base64("user:password"), which an
+    echoing API sends back and which decodes to the password."""
     if conn is None:
         return []
-    return [v for v in box.decrypt(conn.secret_blob).values() if isinstance(v, str)]
+    secrets = box.decrypt(conn.secret_blob)
+    values = [v for v in secrets.values() if isinstance(v, str)]
+    user, password = (conn.settings or {}).get("username"), secrets.get("password")
+    if isinstance(user, str) and isinstance(password, str) and password:
+        values.append(base64.b64encode(f"{user}:{password}".encode()).decode("ascii"))
+    return values

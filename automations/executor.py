@@ -169,7 +169,10 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     key, action_key = step["key"], step["action"]
     conn = conns.get(step.get("connection")) if step.get("connection") else None
     try:
-        secrets = connections_mod.secret_values(core.secret_box, conn)
+        connections_mod.secret_values(core.secret_box, conn)  # this step's own must decrypt
+        # Every connection of the recipe, not only this step's: an earlier step's output (an
+        # API echoing its token) flows into this step's inputs, and is scrubbed from it too.
+        secrets = _recipe_secrets(core, conns)
     except SecretsError as exc:  # else it escapes the run, which then loops on lease expiry unseen
         return _finish(core, run, owner, RunStatus.FAILED,
                        f"step '{key}' ({action_key}): the connection's secrets cannot be decrypted here ({exc}); "
@@ -233,6 +236,16 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     if core.writer.submit(partial(queue.hold_if_paused, run_id=run.id)):  # paused meanwhile
         return RunStatus.HELD.value
     return RunStatus.QUEUED.value
+
+
+def _recipe_secrets(core: Core, conns: dict[int, Any]) -> list[str]:
+    secrets: list[str] = []
+    for other in conns.values():
+        try:
+            secrets += connections_mod.secret_values(core.secret_box, other)
+        except SecretsError:  # another step's connection: that step fails with the reason
+            continue
+    return secrets
 
 
 def _scrub(record: SimpleNamespace, secrets: list[str]) -> None:

@@ -112,3 +112,42 @@ def test_a_postgresql_process_keeps_few_connections_whatever_its_thread_count():
     options = engine_options("postgresql+psycopg://postgres@127.0.0.1/x", pool_size=68)
     assert options["pool_size"] + options["max_overflow"] == PG_POOL_MAX == 15
     assert engine_options("sqlite:///x.db", pool_size=68)["pool_size"] == 68  # SQLite: one file, no budget
+
+
+def test_a_connections_secret_echoed_by_an_api_is_scrubbed_from_the_later_steps_that_use_it(tmp_path):
+    """The security review's report: step a authenticates (bearer, and basic), the API echoes
+    the credential, and step b sends `{{ steps | to_json }}` on: b's recorded input and
+    request showed the token and the password's base64 form in the run history."""
+    import json as jsonlib
+
+    from tests.live import LiveServer, make_live_app
+    from tests.sinks import HttpSink, Reply
+    from tests.test_e2e import steps_of
+
+    live = LiveServer(make_live_app(tmp_path))
+    try:
+        app = live.app
+
+        def echo(req):
+            return Reply(200, {"you_sent": req.headers.get("Authorization", "")})
+        with HttpSink(echo) as sink:
+            with app.app_context():
+                box = app.extensions["hookline"].secret_box
+                bearer = connections.create(db.session, box, "bearer", "http_auth",
+                                            {"scheme": "bearer", "token": "SECRETBEARER_abcdef123456"}).id
+                basic = connections.create(db.session, box, "basic", "http_auth",
+                                           {"scheme": "basic", "username": "bob", "password": "SECRETBASICPW_55555"}).id
+                token = recipes.create(db.session, "r", {"steps": [
+                    {**http_step("a", sink.url + "/echo", "{}"), "connection": bearer},
+                    {**http_step("b", sink.url + "/echo", "{}"), "connection": basic},
+                    http_step("c", sink.url + "/on", "{{ steps | to_json }}"),
+                ]}).token
+            run_id = live.post(token, json={}).json()["run_id"]
+            assert wait_run(app, run_id) == "succeeded"
+            recorded = jsonlib.dumps(steps_of(app, run_id))
+        assert "SECRETBEARER_abcdef123456" not in recorded
+        assert "SECRETBASICPW_55555" not in recorded
+        assert base64.b64encode(b"bob:SECRETBASICPW_55555").decode() not in recorded
+        assert "[redacted]" in recorded
+    finally:
+        live.close()
