@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,6 +19,10 @@ from .connections import connection_id, references
 from .models import Connection, Recipe, RecipeStatus
 
 FORMAT_VERSION = 1
+# A recipe file larger than this is refused before it is parsed: a real export of hundreds
+# of recipes is well under a megabyte.
+MAX_FILE_BYTES = 10 * 1024 * 1024
+ALIASES_REFUSED = "YAML aliases (*name) are not allowed in recipe files"
 
 
 class ImportProblem(ValueError):
@@ -56,21 +60,71 @@ def dumps(data: dict[str, Any], fmt: str = "yaml") -> str:
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     import yaml  # loaded by export and import only, not by a serving process
 
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    # Never anchors/aliases (PyYAML writes them for an object met twice): import refuses them.
+    return yaml.dump(data, Dumper=_yaml_classes()[0], sort_keys=False, allow_unicode=True, width=100)
 
 
 def loads(text: str) -> dict[str, Any]:
     import yaml
 
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise ImportProblem(_too_large())
+    loader = _yaml_classes()[1](text)
     try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
+        data = loader.get_single_data()  # YAML is a superset of JSON: one parser for both
     except yaml.YAMLError as exc:
         raise ImportProblem(f"not valid YAML or JSON: {exc}") from None
+    except RecursionError:
+        raise ImportProblem("not a recipe file: nested too deeply") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict) or not isinstance(data.get("recipes"), list):
         raise ImportProblem("expected a mapping with a 'recipes' list (see README: recipe files)")
     if data.get("hookline", FORMAT_VERSION) != FORMAT_VERSION:
         raise ImportProblem(f"unsupported file version {data.get('hookline')!r}")
     return data
+
+
+def read_limited(stream: BinaryIO, name: str = "file") -> str:
+    """The text of a recipe file (UTF-8), refused unread past MAX_FILE_BYTES (so a huge file
+    or an endless stream such as /dev/zero never fills memory)."""
+    raw = stream.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ImportProblem(_too_large(name))
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportProblem(f"{name} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+
+
+def _too_large(name: str = "recipe file") -> str:
+    return f"{name} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB: refused"
+
+
+_YAML_CLASSES: tuple[type, type] | None = None
+
+
+def _yaml_classes() -> tuple[type, type]:
+    """(Dumper, Loader) for recipe files, built on first use so serving never imports yaml.
+    The loader is PyYAML's safe loader refusing aliases: ``*name`` references let a 1 KB
+    file expand to gigabytes ("billion laughs") once the definition is copied or serialized."""
+    global _YAML_CLASSES
+    if _YAML_CLASSES is None:
+        import yaml
+
+        class NoAliasDumper(yaml.SafeDumper):
+            def ignore_aliases(self, data: Any) -> bool:
+                return True
+
+        class NoAliasLoader(yaml.SafeLoader):
+            def compose_node(self, parent: Any, index: Any) -> Any:
+                if self.check_event(yaml.AliasEvent):
+                    mark = self.peek_event().start_mark
+                    raise ImportProblem(f"{ALIASES_REFUSED} (line {mark.line + 1}, column {mark.column + 1})")
+                return super().compose_node(parent, index)
+
+        _YAML_CLASSES = (NoAliasDumper, NoAliasLoader)
+    return _YAML_CLASSES
 
 
 def import_all(session: Session, data: dict[str, Any]) -> list[Imported]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from automations.core import build_core
@@ -29,6 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None, instance_path: str | N
         app.extensions["hookline"] = build_core(db.engine, app.config, app.instance_path)
         app.extensions["hookline"].create_schema()
     _register_blueprints(app)
+    app.after_request(_deny_framing)
     if app.config["TRUSTED_PROXIES"]:
         n = int(app.config["TRUSTED_PROXIES"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
@@ -46,3 +47,15 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(runs.bp)
     app.register_blueprint(users.bp)
     app.register_blueprint(health.bp)
+
+
+def _deny_framing(response: Response) -> Response:
+    """No page of the UI may be framed by another site (clickjacking): ``X-Frame-Options`` for
+    old browsers, CSP ``frame-ancestors`` for current ones, added to any policy already set."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    policy = response.headers.get("Content-Security-Policy", "").strip().rstrip(";").strip()
+    directives = [d.strip().split(None, 1)[0].lower() for d in policy.split(";") if d.strip()]
+    if "frame-ancestors" not in directives:
+        response.headers["Content-Security-Policy"] = (
+            f"{policy}; frame-ancestors 'none'" if policy else "frame-ancestors 'none'")
+    return response

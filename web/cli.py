@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -106,10 +108,25 @@ def export_cmd(instance: str | None, file: str | None, fmt: str | None) -> None:
     with app.app_context():
         text = portability.dumps(portability.export_all(db.session), fmt)
     if file:
-        Path(file).write_text(text)
+        _write_private(file, text)
         click.echo(f"exported to {file}", err=True)
     else:
         sys.stdout.write(text)
+
+
+def _write_private(file: str, text: str) -> None:
+    """Write ``text`` to ``file`` readable by its owner only (0600): an export holds every
+    inbound token, and a token is all a sender needs. An existing regular file is truncated
+    and narrowed to 0600 before anything is written to it."""
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode) and mode & 0o077:
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError:  # another user's file we may write to: its owner chose its mode
+                pass
+        fh.write(text)
 
 
 _YAML_EXCERPT = re.compile(r"(, column \d+):\n[^\n]*\n *\^")  # a quoted line of the file and its caret
@@ -130,8 +147,18 @@ def import_cmd(instance: str | None, file: str) -> None:
 
     from .extensions import db
 
+    try:
+        if file == "-":
+            text = portability.read_limited(sys.stdin.buffer, "standard input")
+        else:
+            if os.stat(file).st_size > portability.MAX_FILE_BYTES:  # refused unread
+                raise portability.ImportProblem(f"{file} is larger than "
+                                                f"{portability.MAX_FILE_BYTES // (1024 * 1024)} MiB: refused")
+            with open(file, "rb") as fh:
+                text = portability.read_limited(fh, file)
+    except portability.ImportProblem as exc:
+        raise click.ClickException(str(exc)) from None
     app = _app(instance)
-    text = sys.stdin.read() if file == "-" else Path(file).read_text()
     with app.app_context():
         try:
             results = portability.import_all(db.session, portability.loads(text))

@@ -83,8 +83,11 @@ def settings(instance_path: str | Path, test_config: dict[str, Any] | None = Non
                 config[key] = _coerce(raw, default)
     else:
         config.update(test_config)
-    instance.mkdir(parents=True, exist_ok=True)
+    # 0700 when created here (keys, password hashes, event bodies); an existing folder keeps
+    # the mode its admin gave it.
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
     config["DATABASE_URL"] = _database_url(config["DATABASE_URL"], instance)
+    _create_private_sqlite_file(config["DATABASE_URL"])
     if not config["SECRET_KEY"]:
         config["SECRET_KEY"] = _instance_secret(instance / "secret_key")
     if not config["PUBLIC_URL"]:
@@ -129,6 +132,26 @@ def _database_url(url: str, instance: Path) -> str:
     if parsed.query.get("uri") or Path(parsed.database).is_absolute():
         return url
     return parsed.set(database=str(instance / parsed.database)).render_as_string(hide_password=False)
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a new SQLite database file empty and 0600 before SQLite first opens it (SQLite
+    would create it 0644, and gives its -wal and -shm files the database file's mode). An
+    existing file, an in-memory or URI database and other databases are left alone."""
+    if not url.startswith("sqlite"):
+        return
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database
+    if (parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:")
+            or parsed.query.get("uri") or database.startswith("file:")):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # exists already (the admin's mode stands), or a folder SQLite will report
+        return
+    os.close(fd)  # an empty file is a valid empty SQLite database
 
 
 def _instance_secret(path: Path) -> str:
