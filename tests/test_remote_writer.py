@@ -221,10 +221,10 @@ def test_a_runner_behind_the_channel_claims_there_and_reads_the_rows_itself(app)
     claims: list[ClaimDue] = []
     real_submit = remote.submit
 
-    def watching_submit(work, timeout=60.0):
+    def watching_submit(work, *args, **kwargs):
         if isinstance(work, ClaimDue):
             claims.append(work)
-        return real_submit(work, timeout)
+        return real_submit(work, *args, **kwargs)
 
     remote.submit = watching_submit  # type: ignore[method-assign]
     local_writer, core.writer = core.writer, remote
