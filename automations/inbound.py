@@ -26,7 +26,7 @@ from .clock import Clock, system_clock
 from .definitions import DefinitionCache
 from .models import Event, Recipe, RecipeStatus, Run, RunStatus
 from .redact import redact_headers
-from .writer import BatchWriter
+from .writer import STARTED_GRACE, BatchWriter
 
 
 @dataclass
@@ -495,9 +495,13 @@ _LAST_IDS = text(
 
 
 def accept(writer: BatchWriter, definitions: DefinitionCache, recipe_id: int, token: str,
-           req: InboundRequest, clock: Clock = system_clock, rejected: str | None = None) -> Accepted:
+           req: InboundRequest, clock: Clock = system_clock, rejected: str | None = None,
+           timeout: float = 60.0, grace: float = STARTED_GRACE) -> Accepted:
     """Store the request; returns once committed. The caller acknowledges only after this
-    returns: the commit is the promise that the event will run to a final state."""
+    returns: the commit is the promise that the event will run to a final state. ``timeout``
+    and ``grace``: as :meth:`BatchWriter.submit` (past them nothing is stored, or the outcome
+    is unknown)."""
     now = clock.now()
     values = event_values(recipe_id, req, now)  # parsed here, outside the writer's transaction
-    return writer.submit(StoreUnit(definitions, recipe_id, token, req.headers, values, now, rejected))
+    return writer.submit(StoreUnit(definitions, recipe_id, token, req.headers, values, now, rejected),
+                         timeout, grace)

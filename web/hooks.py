@@ -140,8 +140,10 @@ class InboundEndpoint:
                 return Reply.error(404, "no hook at this address")
             return Reply(handshake.status, handshake.body.encode(), handshake.content_type, dict(handshake.headers))
         try:
-            accepted = inbound.accept(_TimedWriter(hookline, self.write_timeout), hookline.definitions,
-                                      recipe_id, token, req, hookline.clock, rejected=rejected)
+            # a unit that began is waited for at most half the wait again: senders give up soon
+            accepted = inbound.accept(hookline.writer, hookline.definitions, recipe_id, token, req,
+                                      hookline.clock, rejected=rejected, timeout=self.write_timeout,
+                                      grace=min(STARTED_GRACE, self.write_timeout / 2))
         except Abandoned:  # withdrawn before its transaction began: nothing is stored
             log.warning("recipe %s: the database took no write for %g s; asked the sender to retry",
                         recipe_id, self.write_timeout)
@@ -181,19 +183,6 @@ class InboundEndpoint:
         except verification.VerificationFailed as exc:
             return f"signature verification failed: {exc.reason}"
         return None
-
-
-class _TimedWriter:
-    """The core's writer as ``inbound.accept`` uses it, with the inbound endpoint's wait."""
-
-    __slots__ = ("_core", "_timeout")
-
-    def __init__(self, core: Core, timeout: float) -> None:
-        self._core, self._timeout = core, timeout
-
-    def submit(self, work: Callable[..., Any], timeout: float | None = None) -> Any:
-        # a unit that began is waited for at most half the wait again: senders give up soon
-        return self._core.writer.submit(work, self._timeout, min(STARTED_GRACE, self._timeout / 2))
 
 
 def install(app: Flask) -> None:
