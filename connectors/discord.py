@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
 from .outbound import retry_hint
-from .redaction import REDACTED
+from .redaction import redact_values
 
 MAX_CONTENT = 2000  # characters of message text
 MAX_EMBEDS = 10
@@ -147,14 +147,6 @@ def _webhook_url(ctx: ActionContext) -> tuple[str, str]:
     return url, found.group(2)
 
 
-def _scrub(text: str, url: str, token: str) -> str:
-    """A receiver might echo what it was sent: never repeat the URL or its token."""
-    for secret in (url, token):
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
 def _field_errors(errors: Any, path: str = "") -> list[str]:
     """Flatten 50035's nested ``errors`` ({"embeds": {"0": {"title": {"_errors": [...]}}}})
     into "embeds.0.title: message" lines."""
@@ -194,7 +186,7 @@ def run(ctx: ActionContext) -> ActionResult:
         if isinstance(body, dict) and body.get("id"):
             return ActionResult(output={"id": str(body["id"]), "channel_id": body.get("channel_id")},
                                 request=resp.request, response=summary)
-        excerpt = _scrub(" ".join(resp.text[:300].split())[:200], url, token)
+        excerpt = redact_values(" ".join(resp.text[:300].split())[:200], (url, token))
         raise PermanentError(f"Discord answered {resp.status} without the message it created: {excerpt!r}; "
                              "is this a Discord webhook URL?", **kw)
 
@@ -204,10 +196,10 @@ def run(ctx: ActionContext) -> ActionResult:
     detail = f"{text or 'no error message'} (" + (f"code {code}, " if code is not None else "") + f"HTTP {resp.status})"
     if resp.status == 429:
         scope = " (global)" if error.get("global") else ""
-        raise RetryableError(_scrub(f"Discord rate limit{scope}: {detail}", url, token),
+        raise RetryableError(redact_values(f"Discord rate limit{scope}: {detail}", (url, token)),
                              retry_after=_rate_limit_hint(body, resp.headers), **kw)
     if resp.status in (408, 425) or resp.status >= 500:
-        raise RetryableError(_scrub(f"Discord is unavailable: {detail}", url, token),
+        raise RetryableError(redact_values(f"Discord is unavailable: {detail}", (url, token)),
                              retry_after=retry_hint(resp.headers.get("Retry-After")), **kw)
     fields = _field_errors(error.get("errors"))
     hint = HINTS.get(code) if code is not None else None
@@ -216,7 +208,7 @@ def run(ctx: ActionContext) -> ActionResult:
         message += ": " + "; ".join(fields[:10])[:600]
     elif hint:
         message += f": {hint}"
-    raise PermanentError(_scrub(message, url, token), **kw)
+    raise PermanentError(redact_values(message, (url, token)), **kw)
 
 
 CREDENTIALS = (

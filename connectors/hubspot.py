@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
 from .outbound import OutboundResponse, retry_hint
-from .redaction import REDACTED
+from .redaction import redact_values
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
@@ -131,19 +131,6 @@ def _base_url(creds: dict[str, Any]) -> str:
 
 # --- answers --------------------------------------------------------------------------------
 
-def _scrub(value: Any, token: str) -> Any:
-    """``value`` with the token replaced wherever a receiver echoed it."""
-    if not token:
-        return value
-    if isinstance(value, str):
-        return value.replace(token, REDACTED)
-    if isinstance(value, dict):
-        return {k: _scrub(v, token) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, token) for v in value]
-    return value
-
-
 def _json_body(resp: OutboundResponse) -> dict[str, Any]:
     if not resp.body.strip():
         return {}
@@ -235,7 +222,7 @@ def _rate_limit_delay(resp: OutboundResponse, body: dict[str, Any], now: datetim
 
 def _raise_error(resp: OutboundResponse, token: str, summary: dict[str, Any]) -> None:
     body = _json_body(resp)
-    detail = _scrub(_describe(resp, body, _hubspot_message(body)), token)
+    detail = redact_values(_describe(resp, body, _hubspot_message(body)), (token,))
     kw: dict[str, Any] = {"request": resp.request, "response": summary}
     category = str(body.get("category") or body.get("errorType") or "").upper()
     if resp.status == 429:
@@ -263,7 +250,7 @@ def _result(resp: OutboundResponse, token: str, summary: dict[str, Any]) -> dict
         message = _hubspot_message({"message": first.get("message"), "errors": body["errors"][1:]})
         detail = _describe(resp, {**first, "correlationId": body.get("correlationId") or first.get("correlationId")},
                            message)
-        raise PermanentError(f"HubSpot refused the contact: {_scrub(detail, token)}", **kw)
+        raise PermanentError(f"HubSpot refused the contact: {redact_values(detail, (token,))}", **kw)
     raise PermanentError(f"HubSpot answered HTTP {resp.status} without the contact; is the connection's base URL "
                          "a HubSpot API address (https://api.hubapi.com)?", **kw)
 
@@ -278,7 +265,7 @@ def run(ctx: ActionContext) -> ActionResult:
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
                "Idempotency-Key": ctx.idempotency_key}
     resp = ctx.http.request("POST", url, json=payload, headers=headers, secret_names=("Authorization",))
-    summary = _scrub(resp.summary(), token)
+    summary = redact_values(resp.summary(), (token,))
     if not 200 <= resp.status < 300:
         _raise_error(resp, token, summary)
     contact = _result(resp, token, summary)

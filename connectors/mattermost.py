@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
 from .outbound import OutboundResponse, retry_hint
-from .redaction import REDACTED
+from .redaction import redact_values
 
 MAX_TEXT = 16383  # Mattermost splits longer posts; refused here instead
 MAX_CHANNEL = 64  # the longest channel name Mattermost allows (a DM target: "@" + a username)
@@ -158,18 +158,6 @@ def _payload(inputs: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def _scrub(value: Any, key: str) -> Any:
-    """``value`` (a response summary) with the hook key replaced wherever the server echoed it
-    (a developer-mode ``detailed_error`` names the hook id it could not find)."""
-    if isinstance(value, str):
-        return value.replace(key, REDACTED) if key else value
-    if isinstance(value, dict):
-        return {k: _scrub(v, key) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, key) for v in value]
-    return value
-
-
 def _wait(resp: OutboundResponse) -> float | datetime | None:
     """Retry-After, else X-Ratelimit-Reset (seconds until the window resets; a Unix time
     when some proxy sends that instead)."""
@@ -207,19 +195,15 @@ def run(ctx: ActionContext) -> ActionResult:
     payload = _payload(ctx.inputs)
     resp = ctx.http.request("POST", url, json=payload, headers={"Idempotency-Key": ctx.idempotency_key},
                             secret_url=True)  # the client keeps the URL out of the history and its errors
-    keys = {key, unquote(key)}
-    summary = resp.summary()
-    for k in keys:
-        summary = _scrub(summary, k)
+    keys = (key, unquote(key))  # a developer-mode detailed_error names the hook it could not find
+    summary = redact_values(resp.summary(), keys)
     text = resp.text.strip()
     if resp.status == 200 and text == "ok":
         return ActionResult(output={"ok": True, "status": resp.status, "channel": payload.get("channel")},
                             request=resp.request, response=summary)
 
     def safe(message: str) -> str:
-        for k in keys:
-            message = message.replace(k, REDACTED)
-        return message
+        return redact_values(message, keys)
 
     kw: dict[str, Any] = {"request": resp.request, "response": summary}
     if resp.status == 200:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
@@ -110,7 +111,7 @@ def redact_text(text: str, secret_names: Iterable[str] = ()) -> str:
     URLs, secret query parameters (and ``secret_names``), Authorization/Cookie/signature
     header values, chat incoming-webhook paths, inbound tokens after ``/hooks/`` (first 4
     characters kept) and SMTP AUTH lines. Values with no recognisable shape (a bare API
-    key in an exception message) need :func:`automations.redact.redact_values`."""
+    key in an exception message) need :func:`redact_values`."""
     if not text:
         return text
     names = tuple(secret_names)
@@ -130,3 +131,26 @@ def redact_text(text: str, secret_names: Iterable[str] = ()) -> str:
         text = _PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}" if _is_secret_param(m.group(1), names)
                           and not m.group(2).startswith(REDACTED) else m.group(0), text)
     return _SMTP_AUTH.sub(rf"\1 {REDACTED}", text) if "auth" in low else text
+
+
+def redact_values(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` with every occurrence of each secret string replaced, inside dicts and lists
+    too (longest first; strings under 4 characters are not secrets worth the false hits).
+    For secrets with no recognisable shape: a connection's values, a key a receiver echoed."""
+    needles = sorted({s for s in secrets if isinstance(s, str) and len(s) >= 4}, key=len, reverse=True)
+    if not needles:
+        return value
+    return _walk(value, needles)
+
+
+def _walk(value: Any, needles: list[str]) -> Any:
+    if isinstance(value, str):
+        for n in needles:
+            if n in value:
+                value = value.replace(n, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: _walk(v, needles) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_walk(v, needles) for v in value]
+    return value
