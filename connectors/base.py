@@ -8,6 +8,7 @@ the runner logs it with its traceback and fails the run without retrying.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,3 +109,19 @@ class RetryableError(ConnectorError):
 
 class PermanentError(ConnectorError):
     """Retrying cannot help (bad input, 4xx, rejected credentials)."""
+
+
+def json_input(name: str, value: Any) -> Any:
+    """A JSON input's value: None when left empty (None, blank text, [] or {}), text parsed
+    (a template renders to text), anything else as it is. Invalid JSON fails the step with
+    the input's name, before anything is sent."""
+    if value is None or value == [] or value == {}:
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise PermanentError(f"{name}: invalid JSON ({exc})") from None
+    return value

@@ -12,13 +12,21 @@ from a webhook payload cannot ping @everyone or a role.
 """
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
+from .base import (
+    Action,
+    ActionContext,
+    ActionResult,
+    CredentialType,
+    Field,
+    PermanentError,
+    RetryableError,
+    json_input,
+)
 from .outbound import retry_hint
 from .redaction import redact_values
 
@@ -67,15 +75,9 @@ def _flag(inputs: dict[str, Any], name: str) -> bool:
 
 
 def _embeds(value: Any) -> list[dict[str, Any]] | None:
-    if value is None or value == "" or value == []:
+    value = json_input("embeds", value)
+    if value is None:
         return None
-    if isinstance(value, str):
-        if not value.strip():
-            return None
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise PermanentError(f"embeds: invalid JSON ({exc})") from None
     if isinstance(value, dict) and isinstance(value.get("embeds"), list):
         value = value["embeds"]  # a whole message payload pasted from an embed builder
     if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):

@@ -25,7 +25,16 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
-from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
+from .base import (
+    Action,
+    ActionContext,
+    ActionResult,
+    CredentialType,
+    Field,
+    PermanentError,
+    RetryableError,
+    json_input,
+)
 from .outbound import OutboundResponse, retry_hint
 from .redaction import redact_values
 
@@ -73,13 +82,9 @@ def _property_value(name: str, value: Any) -> str:
 
 
 def _extra_properties(value: Any) -> dict[str, str]:
-    if _blank(value):
+    value = json_input("properties", value)
+    if value is None:
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise PermanentError(f"properties: invalid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise PermanentError("properties: must be a JSON object of HubSpot property names and values, "
                              f'like {{"city": "Paris"}}, not {type(value).__name__}')

@@ -12,13 +12,21 @@ the outbound SSRF guard refuses unless the admin allowlists them (HOOKLINE_OUTBO
 """
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
+from .base import (
+    Action,
+    ActionContext,
+    ActionResult,
+    CredentialType,
+    Field,
+    PermanentError,
+    RetryableError,
+    json_input,
+)
 from .outbound import OutboundResponse, retry_hint
 from .redaction import redact_values
 
@@ -63,20 +71,9 @@ def _key(url: str) -> str | None:
     return match.group(1) if match and match.end() == len(parts.path) else None
 
 
-def _json_input(name: str, value: Any) -> Any:
-    if isinstance(value, str):
-        if not value.strip():
-            return None
-        try:
-            return json.loads(value)
-        except ValueError as exc:
-            raise PermanentError(f"{name}: invalid JSON ({exc})") from None
-    return value
-
-
 def _attachments(value: Any) -> list[dict[str, Any]] | None:
-    value = _json_input("attachments", value)
-    if value is None or value == []:
+    value = json_input("attachments", value)
+    if value is None:
         return None
     if isinstance(value, dict) and isinstance(value.get("attachments"), list):
         value = value["attachments"]  # a whole webhook payload pasted in
@@ -92,8 +89,8 @@ def _attachments(value: Any) -> list[dict[str, Any]] | None:
 
 
 def _props(value: Any) -> dict[str, Any] | None:
-    value = _json_input("props", value)
-    if value is None or value == {}:
+    value = json_input("props", value)
+    if value is None:
         return None
     if not isinstance(value, dict):
         raise PermanentError('props: must be a JSON object (e.g. {"card": "Shown in the post\'s side panel"})')

@@ -8,11 +8,19 @@ outbound SSRF guard (with its allowlist) decides where requests may go.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
+from .base import (
+    Action,
+    ActionContext,
+    ActionResult,
+    CredentialType,
+    Field,
+    PermanentError,
+    RetryableError,
+    json_input,
+)
 from .outbound import retry_hint
 
 # What each documented error code means for the person reading the run history.
@@ -35,13 +43,9 @@ HINTS = {
 
 
 def _blocks(value: Any) -> list[dict[str, Any]] | None:
-    if value is None or value == "" or value == []:
+    value = json_input("blocks", value)
+    if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise PermanentError(f"blocks: invalid JSON ({exc})") from None
     if isinstance(value, dict) and isinstance(value.get("blocks"), list):
         value = value["blocks"]  # pasted straight from Block Kit Builder
     if not isinstance(value, list) or not all(isinstance(b, dict) for b in value):

@@ -30,7 +30,16 @@ from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import unquote_plus, urlsplit
 
-from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
+from .base import (
+    Action,
+    ActionContext,
+    ActionResult,
+    CredentialType,
+    Field,
+    PermanentError,
+    RetryableError,
+    json_input,
+)
 from .outbound import SUMMARY_LIMIT, OutboundResponse, retry_hint
 from .redaction import REDACTED, redact_text
 
@@ -47,24 +56,10 @@ _LEGACY_TRANSIENT = re.compile(r"returned HTTP error (429|5\d\d)\b")
 
 # --- the message ----------------------------------------------------------------------------
 
-def _json_input(name: str, value: Any) -> Any:
-    """A json field's value: already parsed, or text (a template renders to text) to parse."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError as exc:
-            raise PermanentError(f"{name}: invalid JSON ({exc})") from None
-    return value
-
-
-def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or value in ({}, [])
-
-
 def _card(value: Any) -> dict[str, Any] | None:
-    if _empty(value):
+    card = json_input("card", value)
+    if card is None:
         return None
-    card = _json_input("card", value)
     if (isinstance(card, dict) and card.get("type") == "message"
             and isinstance(card.get("attachments"), list) and len(card["attachments"]) == 1
             and isinstance(card["attachments"][0], dict)
@@ -87,9 +82,9 @@ def _fact_value(value: Any) -> str:
 
 
 def _facts(value: Any) -> list[dict[str, str]]:
-    if _empty(value):
+    facts = json_input("facts", value)
+    if facts is None:
         return []
-    facts = _json_input("facts", value)
     if not isinstance(facts, dict):
         raise PermanentError('facts: must be a JSON object of name → value, e.g. {"Order": "42", '
                              f'"Total": "$19.99"}}, not {type(facts).__name__}')
