@@ -128,24 +128,16 @@ def _payload(inputs: dict[str, Any]) -> dict[str, Any]:
     if len(text) > MAX_TEXT:
         raise PermanentError(f"text: {len(text)} characters; Mattermost allows at most {MAX_TEXT} in one message "
                              "(shorten it, e.g. with the truncate filter)")
-    payload: dict[str, Any] = {"text": text} if text.strip() else {}
-    if attachments:
-        payload["attachments"] = attachments
-    channel = _channel(inputs.get("channel"))
-    if channel:
-        payload["channel"] = channel
-    username = str(inputs.get("username") or "").strip()
-    if username:
-        payload["username"] = username
-    icon_url = _icon_url(inputs.get("icon_url"))
-    if icon_url:
-        payload["icon_url"] = icon_url
-    icon_emoji = str(inputs.get("icon_emoji") or "").strip()
-    if icon_emoji:
-        payload["icon_emoji"] = icon_emoji
-    props = _props(inputs.get("props"))
-    if props:
-        payload["props"] = props
+    optional = {
+        "text": text if text.strip() else None,
+        "attachments": attachments,
+        "channel": _channel(inputs.get("channel")),
+        "username": str(inputs.get("username") or "").strip(),
+        "icon_url": _icon_url(inputs.get("icon_url")),
+        "icon_emoji": str(inputs.get("icon_emoji") or "").strip(),
+        "props": _props(inputs.get("props")),
+    }
+    payload: dict[str, Any] = {k: v for k, v in optional.items() if v}  # left empty: not sent
     priority = str(inputs.get("priority") or "").strip().lower()
     if priority and priority not in dict(PRIORITIES):
         raise PermanentError(f"priority: must be one of {', '.join(p for p, _ in PRIORITIES)} or empty")

@@ -17,20 +17,26 @@ def live(tmp_path):
     server.close()
 
 
+def _alerting_recipe(live, name: str, broken: HttpSink, chat: HttpSink, settings: dict, text: str) -> tuple[int, str]:
+    """A recipe whose one step posts to ``broken`` and whose dead-run alert is a Slack message
+    to ``chat`` saying ``text``; its id and token."""
+    with live.app.app_context():
+        box = live.app.extensions["hookline"].secret_box
+        slack = connections.create(db.session, box, "ops", "slack_webhook", {"webhook_url": chat.url + "/x"}).id
+        recipe = recipes.create(db.session, name, {
+            "steps": [{"key": "crm", "action": "http_request",
+                       "inputs": {"method": "POST", "url": broken.url, "body_type": "json", "body": "{}"}}],
+            "settings": {**settings, "alert": {"action": "slack_message", "connection": slack,
+                                               "inputs": {"text": text}}},
+        })
+        return recipe.id, recipe.token
+
+
 def test_dead_runs_alert_and_pause_the_recipe(live):
     with HttpSink(lambda req: Reply(503, "down")) as broken, HttpSink() as chat:
-        with live.app.app_context():
-            box = live.app.extensions["hookline"].secret_box
-            slack = connections.create(db.session, box, "ops", "slack_webhook", {"webhook_url": chat.url + "/x"}).id
-            recipe = recipes.create(db.session, "Orders → CRM", {
-                "steps": [{"key": "crm", "action": "http_request",
-                           "inputs": {"method": "POST", "url": broken.url, "body_type": "json", "body": "{}"}}],
-                "settings": {"retry": {"schedule": [0.05], "max_attempts": 1}, "pause_after_dead": 2,
-                             "alert": {"action": "slack_message", "connection": slack,
-                                       "inputs": {"text": "{{ recipe.name }}: run {{ run.id }} dead"
-                                                          "{% if paused %} (recipe paused){% endif %}"}}},
-            })
-            rid, token = recipe.id, recipe.token
+        rid, token = _alerting_recipe(live, "Orders → CRM", broken, chat,
+                                      {"retry": {"schedule": [0.05], "max_attempts": 1}, "pause_after_dead": 2},
+                                      "{{ recipe.name }}: run {{ run.id }} dead{% if paused %} (recipe paused){% endif %}")
         first = live.post(token, json={}).json()["run_id"]
         assert wait_run(live.app, first) == "dead"
         assert chat.wait_for(1)[0].json()["text"] == f"Orders → CRM: run {first} dead"
@@ -76,16 +82,8 @@ def test_an_alert_answered_429_is_sent_again_after_retry_after(live):
     def chat_answer(req):
         return next(answers, Reply(200, "ok"))
     with HttpSink(lambda req: Reply(503, "down")) as broken, HttpSink(chat_answer) as chat:
-        with live.app.app_context():
-            box = live.app.extensions["hookline"].secret_box
-            slack = connections.create(db.session, box, "ops", "slack_webhook", {"webhook_url": chat.url + "/x"}).id
-            token = recipes.create(db.session, "Orders", {
-                "steps": [{"key": "crm", "action": "http_request",
-                           "inputs": {"method": "POST", "url": broken.url, "body_type": "json", "body": "{}"}}],
-                "settings": {"retry": {"max_attempts": 1}, "pause_after_dead": 0,
-                             "alert": {"action": "slack_message", "connection": slack,
-                                       "inputs": {"text": "run {{ run.id }} dead"}}},
-            }).token
+        _rid, token = _alerting_recipe(live, "Orders", broken, chat, {"retry": {"max_attempts": 1}, "pause_after_dead": 0},
+                                       "run {{ run.id }} dead")
         run_id = live.post(token, json={}).json()["run_id"]
         assert wait_run(live.app, run_id) == "dead"
         first, second = chat.wait_for(2, timeout=10)
