@@ -424,6 +424,7 @@ class StoreUnit:
     now: datetime
     rejected: str | None = None
     batch_key = "inbound.store"
+    urgent = True  # a sender waits on the line for this commit
 
     def __call__(self, conn: Connection) -> Accepted:
         return store(conn, self.definitions, self.recipe_id, self.token, self.raw_headers, self.values,

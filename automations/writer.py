@@ -34,6 +34,14 @@ it takes a batch, so the units already on their way join it: bigger batches cost
 unit (e2e, three interleaved pairs: 12 % more acks, 4 % more deliveries, 5 % less CPU per
 webhook). A lone request (the last batch had one unit) is committed at once.
 
+Units marked ``urgent`` (a stored webhook: its sender waits on the line) are committed in a
+transaction of their own before the rest of their batch, so an acknowledgement does not wait
+for the run results and claims that queued beside it. It costs one more COMMIT per mixed
+batch. Open loop at 1,500 webhooks/s, three interleaved pairs: ack p99 25–33 → 17–23 ms,
+deliveries the same; closed loop, two pairs: acks +4 and +10 %, deliveries −2 %. Webhooks
+come only from request threads, never through a relay whose units depend on each other's
+order, so moving them ahead of earlier units changes no outcome.
+
 The writer thread keeps one connection checked out for its life instead of taking one from
 the pool per batch: the checkout and its return were a fifth of the writer's busy time,
 and every Python step it takes there competes for the GIL with the threads it serves. A
@@ -131,6 +139,10 @@ class BatchWriter:
                 batch = [item for item in batch if not item[1].gave_up()]
                 if not batch:
                     continue
+            urgent = [item for item in batch if getattr(item[0], "urgent", False)]
+            if urgent and len(urgent) < len(batch):  # someone is on the line: answer them first
+                self._commit(urgent)
+                batch = [item for item in batch if not getattr(item[0], "urgent", False)]
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Work, Completion]]) -> None:

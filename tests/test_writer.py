@@ -3,6 +3,7 @@ together, and a failing unit fails alone."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -13,7 +14,7 @@ from sqlalchemy import Connection, create_engine, select, text
 from automations import recipes
 from automations.inbound import InboundRequest, RecipeGone, StoreUnit, event_values, store_many
 from automations.models import Event, Run, StepRun
-from automations.writer import BatchWriter, run_units
+from automations.writer import BatchWriter, Waiter, run_units
 from web.extensions import db
 
 
@@ -122,6 +123,48 @@ def test_a_caller_that_waits_too_long_gets_a_timeout_and_the_writer_goes_on(engi
     writer.stop()
     with engine.connect() as conn:
         assert sorted(conn.scalars(text("SELECT v FROM t"))) == [2]
+
+
+class Urgent(Insert):
+    """A unit someone waits for on the line (as a webhook's sender does)."""
+
+    batch_key = "urgent"
+    urgent = True
+
+
+def test_urgent_units_commit_before_the_rest_of_their_batch(engine):
+    """A webhook queued behind a slow claim or a pile of run results is acknowledged once its
+    own rows are committed, not once the whole batch is."""
+    writer = BatchWriter(engine)
+    gate, running = threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def blocker(conn: Connection) -> None:
+        running.set()
+        gate.wait(5)  # holds the writer so the next units queue up into one batch
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(writer.submit, blocker)
+        assert running.wait(5)
+        urgent = Waiter()
+
+        def slow(conn: Connection) -> str:  # queued before the urgent unit
+            seen["urgent committed before the slow unit ran"] = urgent.wait(0)
+            return "slow"
+
+        later = pool.submit(writer.submit, slow)
+        while writer._queue.qsize() < 1:  # the slow unit is queued first
+            time.sleep(0.001)
+        writer.submit_to(Urgent(7), urgent)
+        gate.set()
+        first.result(5)
+        assert later.result(5) == "slow"
+        committed = seen["urgent committed before the slow unit ran"] or urgent.wait(5)  # wait() takes the outcome
+        assert committed and urgent.outcome() == 7
+    writer.stop()
+    assert seen == {"urgent committed before the slow unit ran": True}
+    with engine.connect() as conn:
+        assert sorted(conn.scalars(text("SELECT v FROM t"))) == [7]
 
 
 # --- storing webhooks in batches ----------------------------------------------------------
