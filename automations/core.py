@@ -17,7 +17,7 @@ from connectors.outbound import OutboundClient
 
 from . import recipes as recipes_mod
 from .clock import Clock, system_clock
-from .db import READ_ONLY, configure_engine, make_session_factory
+from .db import configure_engine, for_reading, make_session_factory
 from .definitions import DefinitionCache
 from .models import Connection, Recipe
 from .schema import create_schema
@@ -55,7 +55,7 @@ class Core:
         configure_engine(self.engine)
         self.session_factory = make_session_factory(self.engine)
         self.read_session_factory = make_session_factory(self.engine, read_only=True)
-        self.read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self.read_engine = for_reading(self.engine)
         self.writer = BatchWriter(self.engine)
         self._versions = TtlCache(self._read_versions, lambda: SETTINGS_TTL)
         self._connections = TtlCache(self._read_connections, lambda: CONNECTIONS_TTL)

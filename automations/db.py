@@ -7,6 +7,12 @@ SQLite's busy handler (which sleeps in steps of up to 100 ms and ruins tail late
 for the threads of this process, and an advisory file lock next to the database for the
 other processes (``serve --no-worker`` beside ``worker``s). SQLite stays the arbiter; the
 slot only makes writers wait their turn promptly. ``busy_timeout`` remains the fallback.
+
+Transactions that only read (``READ_ONLY`` in the execution options: the runner's reads, the
+UI's GET pages) start with a plain ``BEGIN`` and skip the slot: WAL lets them read a snapshot
+while writers commit, so a page being rendered never holds up a webhook. They run with
+``PRAGMA query_only``, so a write in one fails loudly instead of taking SQLite's lock behind
+the slot's back.
 """
 from __future__ import annotations
 
@@ -138,11 +144,18 @@ def configure_engine(engine: Engine) -> Engine:
     engine.dialect._hookline_configured = True  # type: ignore[attr-defined]
     write_lock = WriterSlot(engine.url.database)
     holders: dict[int, int] = {}  # id() of the DBAPI connection holding write_lock → thread id
+    readers: set[int] = set()  # id() of the DBAPI connections in a read-only transaction
 
     def release(conn: Any) -> None:
         key = id(getattr(conn, "dbapi_connection", conn))  # pool proxy or raw DBAPI connection
         if holders.pop(key, None) is not None:
             write_lock.release()
+
+    def end_read(conn: Any) -> None:
+        dbapi_conn = getattr(conn, "dbapi_connection", conn)  # pool proxy or raw DBAPI connection
+        if id(dbapi_conn) in readers:
+            readers.discard(id(dbapi_conn))
+            dbapi_conn.execute("PRAGMA query_only=OFF")  # the pooled connection may write next time
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -154,6 +167,8 @@ def configure_engine(engine: Engine) -> Engine:
     def _on_begin(conn: Any) -> None:
         dbapi_conn = conn.connection.dbapi_connection
         if conn.get_execution_options().get(READ_ONLY):
+            dbapi_conn.execute("PRAGMA query_only=ON")  # a write here fails rather than upgrading
+            readers.add(id(dbapi_conn))
             dbapi_conn.execute("BEGIN")  # a reader never upgrades, so WAL lets it run beside writers
             return
         if threading.get_ident() in holders.values():
@@ -173,10 +188,12 @@ def configure_engine(engine: Engine) -> Engine:
     @event.listens_for(engine, "close")
     def _on_close(dbapi_conn: Any, _record: Any) -> None:
         release(dbapi_conn)
+        readers.discard(id(dbapi_conn))
 
     @event.listens_for(engine, "invalidate")
     def _on_invalidate(dbapi_conn: Any, _record: Any, _exc: Any) -> None:
         release(dbapi_conn)
+        readers.discard(id(dbapi_conn))
 
     dialect = engine.dialect
     orig_commit, orig_rollback = dialect.do_commit, dialect.do_rollback
@@ -186,16 +203,27 @@ def configure_engine(engine: Engine) -> Engine:
             orig_commit(dbapi_conn)
         finally:
             release(dbapi_conn)
+            end_read(dbapi_conn)
 
     def do_rollback(dbapi_conn: Any) -> None:  # also called by the pool's reset-on-return
         try:
             orig_rollback(dbapi_conn)
         finally:
             release(dbapi_conn)
+            end_read(dbapi_conn)
 
     dialect.do_commit = do_commit  # type: ignore[method-assign]
     dialect.do_rollback = do_rollback  # type: ignore[method-assign]
     return engine
+
+
+def for_reading(engine: Engine) -> Engine:
+    """``engine`` for transactions that only read (on SQLite: no writer slot, see above); the
+    same object for every call, so a session keeps one connection per bind."""
+    cached = engine.__dict__.get("_hookline_read_only")
+    if cached is None:
+        cached = engine.__dict__["_hookline_read_only"] = engine.execution_options(**{READ_ONLY: True})
+    return cached
 
 
 def make_engine(url: str, pool_size: int = 20) -> Engine:
@@ -205,5 +233,4 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
 def make_session_factory(engine: Engine, read_only: bool = False) -> Callable[[], Session]:
     """Sessions for the engine. ``read_only`` sessions must not write: on SQLite they skip the
     writer lock and run concurrently with writers (WAL snapshot reads)."""
-    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
-    return sessionmaker(bind=bind, expire_on_commit=False)
+    return sessionmaker(bind=for_reading(engine) if read_only else engine, expire_on_commit=False)

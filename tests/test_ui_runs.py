@@ -197,3 +197,29 @@ def test_run_held_needs_the_recipe_resumed(app, client):
 
 def test_unknown_run_is_404(client):
     assert client.get("/runs/99").status_code == 404
+
+
+def test_a_page_being_rendered_does_not_hold_up_webhooks(tmp_path):
+    """A GET page reads a snapshot: while it renders (a long run history, a big event), a
+    webhook is still stored and acknowledged at once. Before, every page's transaction held
+    SQLite's write lock until the page was done, and webhooks waited behind it."""
+    import time
+
+    from tests.live import LiveServer, make_live_app
+
+    live = LiveServer(make_live_app(tmp_path, INBOUND_WRITE_TIMEOUT=1.0), with_runner=False)
+    try:
+        _rid, token = make_recipe(live.app, "A")
+        assert live.post(token, json={"x": 1}).status_code == 202
+        with live.app.test_request_context("/runs", method="GET"):
+            assert len(db.session.scalars(select(Run)).all()) == 1  # the page's transaction is open
+            started = time.monotonic()
+            resp = live.post(token, json={"x": 2})
+            waited = time.monotonic() - started
+            assert len(db.session.scalars(select(Run)).all()) == 1  # still its snapshot
+            db.session.rollback()
+        assert resp.status_code == 202 and waited < 0.9, (resp.status_code, waited)
+        with live.app.app_context():
+            assert len(db.session.scalars(select(Run)).all()) == 2
+    finally:
+        live.close()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-from automations.db import WriterSlot
+import sqlalchemy as sa
+
+from automations.db import READ_ONLY, WriterSlot, for_reading, make_engine
 
 HOLDER = textwrap.dedent("""
     import fcntl, os, sys, time
@@ -87,3 +90,31 @@ def test_in_memory_databases_need_no_file(tmp_path: Path, monkeypatch) -> None:
     assert file_slot.acquire(timeout=1)
     file_slot.release()
     assert [p.name for p in tmp_path.iterdir()] == ["x.db.writer-lock"]
+
+
+def test_a_reading_transaction_takes_no_slot_and_refuses_writes(tmp_path: Path) -> None:
+    """Readers (GET pages, the runner's reads) run beside the writer; one that writes by
+    mistake fails at once instead of taking SQLite's lock behind the slot's back."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}", pool_size=1)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (v INTEGER)"))
+    try:
+        with engine.connect() as writer, for_reading(engine).connect() as reader:
+            writer.begin()
+            writer.execute(sa.text("INSERT INTO t VALUES (1)"))  # holds the slot, uncommitted
+            assert reader.scalar(sa.text("SELECT count(*) FROM t")) == 0  # a snapshot, at once
+            try:
+                reader.execute(sa.text("INSERT INTO t VALUES (2)"))
+            except sa.exc.OperationalError as exc:
+                assert isinstance(exc.orig, sqlite3.OperationalError) and "readonly" in str(exc.orig)
+            else:
+                raise AssertionError("a write in a reading transaction went through")
+            reader.rollback()
+            writer.commit()
+            reader.execution_options(**{READ_ONLY: False})  # the same DBAPI connection, now to write
+            with reader.begin():
+                reader.execute(sa.text("INSERT INTO t VALUES (3)"))
+        with engine.connect() as conn:
+            assert sorted(conn.scalars(sa.text("SELECT v FROM t"))) == [1, 3]
+    finally:
+        engine.dispose()
