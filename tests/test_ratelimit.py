@@ -35,6 +35,18 @@ def test_inbound_url_rate_limit(tmp_path):
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
 
 
+def test_head_requests_count_against_the_url_rate(tmp_path):
+    """HEAD reads the database each time (to notice a URL revoked by another process), so a
+    flood of HEADs is limited like a flood of webhooks, not let through to the database."""
+    app = make_live_app(tmp_path, INBOUND_RATE=2.0)  # burst of 4
+    with app.app_context():
+        token = recipes.create(db.session, "r", {}).token
+    client = app.test_client()
+    assert client.post(f"/hooks/{token}", json={}).status_code == 202  # known to the cache
+    codes = [client.head(f"/hooks/{token}").status_code for _ in range(5)]
+    assert codes == [200] * 3 + [429] * 2
+
+
 def test_guessing_tokens_is_throttled_per_client(tmp_path):
     app = make_live_app(tmp_path, NOT_FOUND_RATE=0.1)
     client = app.test_client()

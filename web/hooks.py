@@ -114,17 +114,21 @@ class InboundEndpoint:
             return Reply.error(413, f"body larger than {limit} bytes")
         hookline: Core = self.app.extensions["hookline"]
         remote_addr = environ.get("REMOTE_ADDR")
-        # HEAD stores nothing, so it would never find out that another process revoked the URL:
-        # it asks the database (HEAD is rare); events keep the cache (storing one checks the token).
-        recipe_id = hookline.recipe_id_for_token(token, fresh=method == "HEAD")
+        recipe_id = hookline.recipe_id_for_token(token)
+        if recipe_id is not None:
+            wait = self.per_url.take(recipe_id)
+            if wait:
+                return _too_many(wait)
+            if method == "HEAD":
+                # HEAD stores nothing, so it would never find out that another process revoked the
+                # URL: it asks the database (within the URL's rate); events keep the cache (storing
+                # one checks the token).
+                recipe_id = hookline.recipe_id_for_token(token, fresh=True)
         if recipe_id is None:
             wait = self.not_found.take(remote_addr)
             return _too_many(wait) if wait else Reply.error(404, "no hook at this address")
         if method == "HEAD":  # "does this URL exist?" (senders checking it, uptime monitors): no event
             return Reply(200)
-        wait = self.per_url.take(recipe_id)
-        if wait:
-            return _too_many(wait)
         content_type = environ.get("CONTENT_TYPE") or None
         try:
             query = _query(environ)
