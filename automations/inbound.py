@@ -205,15 +205,20 @@ def parse_body(content_type: str | None, raw: bytes) -> ParsedBody:
         except ValueError as exc:
             return ParsedBody("text", text, f"body is not valid JSON ({_json_error(exc)})")
     if mime == "application/x-www-form-urlencoded":
-        return ParsedBody("form", parse_form(_decode(raw, charset)))
+        # %XX escapes are bytes in the form's charset (old pages post Windows-1252); a byte that
+        # is not valid there becomes U+FFFD in the fields, and the raw body keeps the original
+        return ParsedBody("form", parse_form(_decode(raw, charset), errors="replace",
+                                             encoding=_codec(charset) or "utf-8"))
     if mime == "multipart/form-data":
         return _parse_multipart(content_type or "", raw)
     if _is_xml_type(mime):
         from defusedxml import ElementTree as SafeET  # parsers for the rarer bodies load when first needed
         from defusedxml.common import DefusedXmlException
 
+        # a charset in the header overrides the document's own declaration (RFC 7303)
+        source: bytes | str = raw if not charset else _decode_strict(raw, charset) or raw
         try:
-            return ParsedBody("xml", xml_to_dict(SafeET.fromstring(raw, forbid_dtd=True)))
+            return ParsedBody("xml", xml_to_dict(SafeET.fromstring(source, forbid_dtd=True)))
         except DefusedXmlException as exc:  # DTDs and entities: the stuff of XXE and billion laughs
             raise BodyRejected(f"XML with a DTD or entities is refused ({type(exc).__name__})") from None
         except BodyRejected:
@@ -240,11 +245,15 @@ def _json_error(exc: Exception) -> str:
     return str(exc)
 
 
-def parse_form(text: str, errors: str = "strict") -> dict[str, Any]:
-    """A form body or query string; at most MAX_JSON_NODES fields (counted before parsing)."""
+def parse_form(text: str, errors: str = "strict", encoding: str = "utf-8") -> dict[str, Any]:
+    """A form body or query string; at most MAX_JSON_NODES fields (counted before parsing).
+    ``encoding`` decodes the %XX escapes."""
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, errors=errors, max_num_fields=MAX_JSON_NODES)
-    except ValueError:  # only "Max number of fields exceeded" without strict_parsing
+        pairs = parse_qsl(text, keep_blank_values=True, encoding=encoding, errors=errors,
+                          max_num_fields=MAX_JSON_NODES)
+    except UnicodeDecodeError as exc:  # only with errors="strict"
+        raise BodyRejected(f"a form field is not valid {encoding} ({exc.reason})") from None
+    except ValueError:  # "Max number of fields exceeded" (without strict_parsing, the only other)
         raise BodyRejected(f"more than {MAX_JSON_NODES} form fields") from None
     return multi_dict(pairs)
 

@@ -32,6 +32,16 @@ MULTIPART = (
     ("application/octet-stream", b"plain words", "text", "plain words"),
     ("image/png", b"\x89PNG\r\n\x1a\n\x00\xff", "binary", None),
     ("application/json", b"", "empty", None),
+    # the charset a form or XML body is labelled with: old pages post Windows-1252 / Latin-1
+    ("application/x-www-form-urlencoded; charset=ISO-8859-1", b"name=Jos%E9+Mar%EDa", "form",
+     {"name": "José María"}),
+    ("application/x-www-form-urlencoded; charset=windows-1252", b"q=%93hi%94", "form", {"q": "\u201chi\u201d"}),
+    ("application/x-www-form-urlencoded", b"name=Jos%C3%A9", "form", {"name": "José"}),
+    ("application/x-www-form-urlencoded", b"name=Jos%E9&ok=1", "form", {"name": "Jos\ufffd", "ok": "1"}),
+    ("application/xml; charset=ISO-8859-1", b"<a>Jos\xe9</a>", "xml", {"a": "José"}),
+    ("text/xml; charset=windows-1252", b'<?xml version="1.0" encoding="UTF-8"?><a>\x93q\x94</a>', "xml",
+     {"a": "\u201cq\u201d"}),  # RFC 7303: the header's charset wins over the declaration
+    ("application/xml", b'<?xml version="1.0" encoding="ISO-8859-1"?><a>Jos\xe9</a>', "xml", {"a": "José"}),
 ])
 def test_parses_by_content_type(content_type, raw, kind, value):
     parsed = parse_body(content_type, raw)
