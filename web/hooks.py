@@ -27,7 +27,7 @@ from typing import Any
 
 from flask import Flask
 
-from automations import handshakes, inbound, verification
+from automations import content_encoding, handshakes, inbound, verification
 from automations.core import Core
 from automations.ratelimit import RateLimiter, retry_after_header
 from automations.writer import STARTED_GRACE, Abandoned
@@ -134,10 +134,18 @@ class InboundEndpoint:
             query = _query(environ)
         except inbound.BodyRejected as exc:
             return Reply.error(400, f"query string: {exc}")
+        sent = body
+        if environ.get("HTTP_CONTENT_ENCODING"):
+            try:
+                body = content_encoding.decode(sent, environ["HTTP_CONTENT_ENCODING"], limit)
+            except content_encoding.ContentEncodingError as exc:
+                return Reply.error(400, str(exc))
+            if body is None:
+                return Reply.error(413, f"body larger than {limit} bytes once decompressed")
         req = inbound.InboundRequest(method=method, content_type=content_type, body=body,
                                      headers=_headers(environ), query=query, remote_addr=remote_addr)
         settings = hookline.current_settings(recipe_id)
-        rejected = self._verification_failure(hookline, settings, req, environ, path)
+        rejected = self._verification_failure(hookline, settings, req, environ, path, sent)
         if not rejected and (handshake := _handshake(hookline, settings, req)) is not None:
             # a handshake stores nothing either: confirm the URL is still this recipe's (as HEAD)
             if hookline.recipe_id_for_token(token, fresh=True) != recipe_id:
@@ -171,22 +179,27 @@ class InboundEndpoint:
         return Reply.json(202, {"run_id": accepted.run_id, "status": accepted.status})
 
     def _verification_failure(self, hookline: Core, settings: dict, req: inbound.InboundRequest,
-                              environ: dict[str, Any], path: str) -> str | None:
-        """The reason the request is not authentic, or None (also when the recipe verifies nothing)."""
+                              environ: dict[str, Any], path: str, sent: bytes) -> str | None:
+        """The reason the request is not authentic, or None (also when the recipe verifies nothing).
+        A compressed body is checked as decompressed (what senders sign), else as ``sent``."""
         cfg = settings.get("verify")
         if not cfg:
             return None
         public_url = self.app.config["PUBLIC_URL"] + _wsgi_str(path)  # the URL the sender was given
         query = environ.get("QUERY_STRING", "")
-        signed = verification.SignedRequest(
-            method=req.method, url=f"{public_url}?{query}" if query else public_url, headers=req.headers,
-            body=req.body, remote_addr=req.remote_addr or "")
-        try:
-            verification.check(cfg, hookline.signing_secrets(cfg.get("connection")), signed,
-                               hookline.clock.now().replace(tzinfo=UTC).timestamp())
-        except verification.VerificationFailed as exc:
-            return f"signature verification failed: {exc.reason}"
-        return None
+        failure = None
+        for body in (req.body, sent) if sent is not req.body else (req.body,):
+            signed = verification.SignedRequest(
+                method=req.method, url=f"{public_url}?{query}" if query else public_url, headers=req.headers,
+                body=body, remote_addr=req.remote_addr or "")
+            try:
+                verification.check(cfg, hookline.signing_secrets(cfg.get("connection")), signed,
+                                   hookline.clock.now().replace(tzinfo=UTC).timestamp())
+            except verification.VerificationFailed as exc:
+                failure = failure or f"signature verification failed: {exc.reason}"
+            else:
+                return None
+        return failure
 
 
 def install(app: Flask) -> None:
