@@ -107,6 +107,8 @@ def _split(kind: str, values: dict[str, Any], existing_secrets: dict[str, Any],
             value = f.default
         if value is None:
             continue
+        if f.check is not None and value != "" and (problem := f.check(value)):
+            problems.append(Problem(f.name, problem))
         (secrets if f.secret else settings)[f.name] = value
     return settings, secrets, problems
 

@@ -35,6 +35,7 @@ class Field:
     template: bool = True   # rendered with Jinja2 against the run's context
     secret: bool = False    # never shown again once saved; redacted in history
     placeholder: str = ""
+    check: Callable[[Any], str | None] | None = None  # a saved value's problem, or None (credentials)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from . import host_patterns
 from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError
 from .outbound import raise_for_status
 
@@ -115,6 +116,9 @@ def run(ctx: ActionContext) -> ActionResult:
         headers.setdefault("Content-Type", str(inputs.get("content_type") or "text/plain; charset=utf-8"))
     if not any(k.lower() == "idempotency-key" for k in headers):
         headers["Idempotency-Key"] = ctx.idempotency_key
+    if ctx.credentials and not host_patterns.allows(str(ctx.credentials.get("allowed_hosts") or ""), parts.hostname):
+        raise PermanentError(f"url: this connection's credentials may only be sent to "
+                             f"{ctx.credentials['allowed_hosts']!s}, not to {parts.hostname}; nothing was sent")
     auth, secret_name = _apply_auth(ctx.credentials, headers, params) if ctx.credentials else (None, "")
     names = (secret_name,) if secret_name else ()
     resp = ctx.http.request(method, url, headers=headers, params=params or None, auth=auth,
@@ -140,6 +144,10 @@ CREDENTIALS = (
                   help="Header or query parameter that carries the key (X-Api-Key / api_key when empty)."),
             Field("key_value", "API key", secret=True, template=False,
                   help="The API key itself; redacted from the run history."),
+            Field("allowed_hosts", "Allowed hosts", "text", template=False, check=host_patterns.problem,
+                  placeholder="api.example.com, *.example.com",
+                  help=("Hosts these credentials may be sent to (*.example.com: any host under it). A step "
+                        "using this connection with another URL fails and sends nothing. Empty: any host.")),
         ),
     ),
 )

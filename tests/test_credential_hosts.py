@@ -1,0 +1,84 @@
+"""A connection's "Allowed hosts": an editor cannot point a step at a server of their own
+and read the admin's API token off the request."""
+from __future__ import annotations
+
+import html
+
+import pytest
+from sqlalchemy import func, select
+
+from automations.models import Connection
+from connectors import host_patterns
+from connectors.base import PermanentError
+from tests.sinks import HttpSink
+from tests.test_connector_http import call
+from web.extensions import db
+
+TOKEN = "tok-Allowed-Hosts-77"
+
+
+@pytest.mark.parametrize("patterns, host, allowed", [
+    ("", "anything.example", True),  # empty: any host, as before the setting existed
+    ("api.example.com", "api.example.com", True),
+    ("API.Example.com.", "api.example.com", True),  # case and a trailing dot do not matter
+    ("api.example.com", "api.example.com.evil.net", False),
+    ("api.example.com", "evil.net", False),
+    ("*.example.com", "eu.api.example.com", True),
+    ("*.example.com", "example.com", False),  # a wildcard covers hosts under it, not the domain
+    ("*.example.com", "badexample.com", False),
+    ("*.example.com", "example.com.evil.net", False),
+    ("crm.example, *.hubapi.com", "api.hubapi.com", True),
+    ("crm.example\n127.0.0.1", "127.0.0.1", True),
+    ("https://api.example.com/v1/", "api.example.com", True),  # a pasted URL counts as its host
+    ("::1", "[::1]", True),
+    ("0:0:0:0:0:0:0:1", "::1", True),  # one spelling per address
+    ("bücher.example", "xn--bcher-kva.example", True),
+    ("localhost", "localhost", True),  # a name on the allowlisted internal network
+])
+def test_patterns(patterns, host, allowed):
+    assert host_patterns.allows(patterns, host) is allowed
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("api.example.com/v1", "is not a host name"),
+    ("api_example.com", "is not a host name"),
+    ("*", "is not a host name"),
+    ("*.127.0.0.1", "a wildcard needs a domain"),
+    ("-bad-.example", "is not a host name"),
+])
+def test_patterns_that_cannot_be_saved_are_named(text, reason):
+    assert reason in (host_patterns.problem(text) or "")
+    assert host_patterns.allows(text, "api.example.com") is False  # never "allow all" by mistake
+
+
+def test_a_step_sending_the_credentials_elsewhere_fails_and_sends_nothing():
+    with HttpSink() as sink:
+        creds = {"scheme": "bearer", "token": TOKEN, "allowed_hosts": "api.example.com"}
+        with pytest.raises(PermanentError, match=r"may only be sent to api\.example\.com, not to 127\.0\.0\.1"):
+            call({"url": sink.url, "body": {}}, creds)
+        assert sink.requests == []
+        call({"url": sink.url, "body": {}}, {**creds, "allowed_hosts": "api.example.com, 127.0.0.1"})
+        [received] = sink.wait_for(1)
+        assert received.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_step_without_a_connection_goes_anywhere():
+    with HttpSink() as sink:
+        call({"url": sink.url, "body": {}})
+        assert len(sink.wait_for(1)) == 1
+
+
+HTTP_AUTH = {"name": "CRM", "cred-scheme": "bearer", "cred-token": TOKEN}
+
+
+def test_the_connection_form_refuses_a_bad_pattern_and_saves_nothing(app, client):
+    resp = client.post("/connections/new/http_auth", data={**HTTP_AUTH, "cred-allowed_hosts": "api.example.com/v1"})
+    assert resp.status_code == 200
+    page = html.unescape(resp.get_data(as_text=True))
+    assert "'api.example.com/v1' is not a host name" in page and TOKEN not in page
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Connection)) == 0
+    resp = client.post("/connections/new/http_auth", data={**HTTP_AUTH, "cred-allowed_hosts": "*.example.com"})
+    assert resp.status_code == 302
+    with app.app_context():
+        assert db.session.scalars(select(Connection)).one().settings["allowed_hosts"] == "*.example.com"
