@@ -16,6 +16,7 @@ import zlib
 _GZIP, _ZLIB, _RAW_DEFLATE = 16 + zlib.MAX_WBITS, zlib.MAX_WBITS, -zlib.MAX_WBITS
 _KNOWN = {"gzip": (_GZIP,), "x-gzip": (_GZIP,), "deflate": (_ZLIB, _RAW_DEFLATE), "identity": ()}
 MAX_CODINGS = 4  # "gzip, gzip, gzip, …" nests compression; no sender needs more
+MAX_MEMBERS = 16  # gzip members in one body (senders write one)
 
 
 class ContentEncodingError(ValueError):
@@ -57,9 +58,11 @@ def _inflate(data: bytes, framings: tuple[int, ...], limit: int, name: str) -> b
 
 
 def _inflate_members(data: bytes, wbits: int, limit: int) -> bytes | None:
-    """Every member (gzip allows several, one after another), at most ``limit`` bytes out."""
+    """Every member (gzip allows several, one after another; at most MAX_MEMBERS, since each
+    costs a copy of the rest and empty ones inflate to nothing), at most ``limit`` bytes out.
+    Zero bytes after the last member are padding, as Python's gzip module takes them."""
     out = bytearray()
-    while True:
+    for _member in range(MAX_MEMBERS):
         d = zlib.decompressobj(wbits)
         out += d.decompress(data, limit + 1 - len(out))
         if len(out) > limit or d.unconsumed_tail:
@@ -67,5 +70,6 @@ def _inflate_members(data: bytes, wbits: int, limit: int) -> bytes | None:
         if not d.eof:
             raise zlib.error("truncated")
         data = d.unused_data
-        if not data or wbits != _GZIP:
+        if wbits != _GZIP or not data.strip(b"\0"):
             return bytes(out)
+    raise zlib.error(f"more than {MAX_MEMBERS} gzip members")

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from . import host_patterns
 from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError
-from .outbound import raise_for_status
+from .outbound import raise_for_status, url_host
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 BODY_TYPES = (("json", "JSON"), ("form", "Form (URL-encoded)"), ("raw", "Raw text"), ("none", "No body"))
@@ -116,9 +116,9 @@ def run(ctx: ActionContext) -> ActionResult:
         headers.setdefault("Content-Type", str(inputs.get("content_type") or "text/plain; charset=utf-8"))
     if not any(k.lower() == "idempotency-key" for k in headers):
         headers["Idempotency-Key"] = ctx.idempotency_key
-    if ctx.credentials and not host_patterns.allows(str(ctx.credentials.get("allowed_hosts") or ""), parts.hostname):
+    if ctx.credentials and not host_patterns.allows(str(ctx.credentials.get("allowed_hosts") or ""), url):
         raise PermanentError(f"url: this connection's credentials may only be sent to "
-                             f"{ctx.credentials['allowed_hosts']!s}, not to {parts.hostname}; nothing was sent")
+                             f"{ctx.credentials['allowed_hosts']!s}, not to {url_host(url)}; nothing was sent")
     auth, secret_name = _apply_auth(ctx.credentials, headers, params) if ctx.credentials else (None, "")
     names = (secret_name,) if secret_name else ()
     resp = ctx.http.request(method, url, headers=headers, params=params or None, auth=auth,

@@ -610,14 +610,30 @@ class OutboundClient:
                                                          "headers": dict(raw.headers.itermerged())})
 
 
+def url_host(url: str) -> str | None:
+    """The host a request to ``url`` connects to, as this client parses it (urllib3's
+    ``parse_url``: lower case, IDNA 2008, no brackets), or None when it has none or does not
+    parse. Checks on a destination must use this, not ``urlsplit``: the two disagree on
+    some URLs (``https://evil.example\\@api.example.com/`` connects to evil.example)."""
+    try:
+        host = parse_url(url.strip()).host
+    except u3.LocationParseError:
+        return None
+    return host.strip("[]").lower() if host else None
+
+
 def _origin_changes(old: str, new: str) -> bool:
     """True when credentials must not follow: another host or port, or https → http."""
-    a, b = urlsplit(old), urlsplit(new)
+    try:
+        a, b = parse_url(old.strip()), parse_url(new.strip())
+    except u3.LocationParseError:
+        return True
     port = {"http": 80, "https": 443}
-    if a.hostname != b.hostname:
+    a_scheme, b_scheme = (a.scheme or "").lower(), (b.scheme or "").lower()
+    if url_host(old) != url_host(new) or url_host(new) is None:
         return True
-    if a.scheme == "https" and b.scheme != "https":
+    if a_scheme == "https" and b_scheme != "https":
         return True
-    if (a.port or port.get(a.scheme)) == (b.port or port.get(b.scheme)):
+    if (a.port or port.get(a_scheme)) == (b.port or port.get(b_scheme)):
         return False
-    return not (a.scheme == "http" and b.scheme == "https" and a.port in (None, 80) and b.port in (None, 443))
+    return not (a_scheme == "http" and b_scheme == "https" and a.port in (None, 80) and b.port in (None, 443))

@@ -17,26 +17,33 @@ from web.extensions import db
 TOKEN = "tok-Allowed-Hosts-77"
 
 
-@pytest.mark.parametrize("patterns, host, allowed", [
-    ("", "anything.example", True),  # empty: any host, as before the setting existed
-    ("api.example.com", "api.example.com", True),
-    ("API.Example.com.", "api.example.com", True),  # case and a trailing dot do not matter
-    ("api.example.com", "api.example.com.evil.net", False),
-    ("api.example.com", "evil.net", False),
-    ("*.example.com", "eu.api.example.com", True),
-    ("*.example.com", "example.com", False),  # a wildcard covers hosts under it, not the domain
-    ("*.example.com", "badexample.com", False),
-    ("*.example.com", "example.com.evil.net", False),
-    ("crm.example, *.hubapi.com", "api.hubapi.com", True),
-    ("crm.example\n127.0.0.1", "127.0.0.1", True),
-    ("https://api.example.com/v1/", "api.example.com", True),  # a pasted URL counts as its host
-    ("::1", "[::1]", True),
-    ("0:0:0:0:0:0:0:1", "::1", True),  # one spelling per address
-    ("bücher.example", "xn--bcher-kva.example", True),
-    ("localhost", "localhost", True),  # a name on the allowlisted internal network
+@pytest.mark.parametrize("patterns, url, allowed", [
+    ("", "https://anything.example/", True),  # empty: any host, as before the setting existed
+    ("api.example.com", "https://api.example.com/v1", True),
+    ("API.Example.com.", "https://API.example.com./v1", True),  # case and a trailing dot do not matter
+    ("api.example.com", "https://api.example.com.evil.net/", False),
+    ("api.example.com", "https://evil.net/", False),
+    ("*.example.com", "https://eu.api.example.com/", True),
+    ("*.example.com", "https://example.com/", False),  # a wildcard covers hosts under it, not the domain
+    ("*.example.com", "https://badexample.com/", False),
+    ("*.example.com", "https://example.com.evil.net/", False),
+    ("crm.example, *.hubapi.com", "https://api.hubapi.com/crm", True),
+    ("crm.example\n127.0.0.1", "http://127.0.0.1:8080/", True),
+    ("https://api.example.com/v1/", "https://api.example.com/", True),  # a pasted URL counts as its host
+    ("::1", "http://[::1]:8080/", True),
+    ("0:0:0:0:0:0:0:1", "http://[::1]/", True),  # one spelling per address
+    ("bücher.example", "https://xn--bcher-kva.example/", True),
+    ("localhost", "http://localhost:8000/", True),  # a name on the allowlisted internal network
+    # the review's bypasses: the host checked must be the host connected to
+    ("api.example.com", "https://evil.example\\@api.example.com/x", False),  # urllib3 connects to evil.example
+    ("api.example.com", "https://user@api.example.com/x", True),
+    ("strasse.de", "https://straße.de/", False),  # IDNA 2008: xn--strae-oqa.de, another domain
+    ("*.strasse.de", "https://api.straße.de/", False),
+    ("straße.de", "https://straße.de/", True),
+    ("api.example.com", "not a url", False),
 ])
-def test_patterns(patterns, host, allowed):
-    assert host_patterns.allows(patterns, host) is allowed
+def test_patterns(patterns, url, allowed):
+    assert host_patterns.allows(patterns, url) is allowed
 
 
 @pytest.mark.parametrize("text, reason", [
@@ -48,7 +55,7 @@ def test_patterns(patterns, host, allowed):
 ])
 def test_patterns_that_cannot_be_saved_are_named(text, reason):
     assert reason in (host_patterns.problem(text) or "")
-    assert host_patterns.allows(text, "api.example.com") is False  # never "allow all" by mistake
+    assert host_patterns.allows(text, "https://api.example.com/") is False  # never "allow all" by mistake
 
 
 def test_a_step_sending_the_credentials_elsewhere_fails_and_sends_nothing():

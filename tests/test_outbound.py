@@ -154,6 +154,18 @@ def test_credentials_dropped_on_cross_host_redirect_kept_on_same_host(client: Ou
     assert last.headers["Host"] == f"localhost:{other.port}"
 
 
+def test_credentials_dropped_when_a_redirect_only_looks_like_the_same_host(client: OutboundClient) -> None:
+    """``http://other\\@first/``: ``urlsplit`` reads host "first", the client connects to
+    "other". Whether credentials follow is decided on the host connected to."""
+    with HttpSink(lambda r: Reply(200, "final")) as other, HttpSink() as first:
+        first.responder = lambda r: Reply(
+            307, headers={"Location": f"http://localhost:{other.port}\\@127.0.0.1:{first.port}/"})
+        resp = client.request("GET", first.url, headers={"Authorization": "Bearer s3cret", "X-Api-Key": "k"})
+        [last] = other.wait_for(1)
+    assert resp.status == 200 and last.headers["Host"] == f"localhost:{other.port}"
+    assert "Authorization" not in last.headers and "X-Api-Key" not in last.headers
+
+
 def test_basic_auth_dropped_on_cross_host_redirect(client: OutboundClient) -> None:
     with HttpSink() as other, HttpSink() as first:
         first.responder = lambda r: Reply(308, headers={"Location": f"http://localhost:{other.port}/"})
