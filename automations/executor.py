@@ -185,6 +185,7 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
                              request=None, response=None, error=None, duration_ms=None)
     inputs: dict[str, Any] | None = None
     retry_after: float | datetime | None = None
+    halted = False
     try:
         if action_key not in ACTIONS:
             raise PermanentError(f"unknown action '{action_key}'")
@@ -194,7 +195,9 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
         inputs = _step_inputs(action_key, step.get("inputs") or {}, context)
         ctx = ActionContext(inputs=inputs, credentials=connections_mod.credentials_for(core.secret_box, conn),
                             http=core.http, idempotency_key=f"hookline-{run.id}-{key}")
-        result: ActionResult = ACTIONS[action_key].run(ctx)
+        action = ACTIONS[action_key]
+        result: ActionResult = action.run(ctx)
+        halted = action.halts is not None and action.halts(inputs)
     except RetryableError as exc:
         outcome, retry_after = "retrying", exc.retry_after
         record.error, record.request, record.response = exc.message, exc.request, exc.response
@@ -216,6 +219,11 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     record.input = inputs
     _scrub(record, secrets)
     if outcome == "succeeded":
+        if halted:  # an "Only continue if" whose condition was false: the later steps do not run
+            later = "" if last else "; the later steps did not run"
+            return _finish(core, run, owner, RunStatus.FILTERED,
+                           f"stopped at step '{key}' ({ACTIONS[action_key].label}): the condition was false{later}",
+                           record, outputs, index + 1)
         if last:
             return _finish(core, run, owner, RunStatus.SUCCEEDED, None, record, outputs, index + 1)
         _checkpoint(core, run, owner, record, outputs, index + 1)

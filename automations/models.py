@@ -47,13 +47,14 @@ class RunStatus(str, enum.Enum):
     QUEUED = "queued"        # due now or at next_attempt_at (first attempt or a scheduled retry)
     RUNNING = "running"      # claimed by a worker holding a lease
     SUCCEEDED = "succeeded"
+    FILTERED = "filtered"    # an "Only continue if" step stopped it (error says which); nothing failed
     FAILED = "failed"        # permanent failure: bad input, 4xx, mapping error, bug
     DEAD = "dead"            # retryable failures exhausted the retry policy
     REJECTED = "rejected"    # the request failed verification; never runs
 
     @classmethod
     def final(cls) -> tuple[RunStatus, ...]:
-        return (cls.SUCCEEDED, cls.FAILED, cls.DEAD, cls.REJECTED)
+        return (cls.SUCCEEDED, cls.FILTERED, cls.FAILED, cls.DEAD, cls.REJECTED)
 
 
 class RecipeStatus(str, enum.Enum):

@@ -56,6 +56,7 @@ class StepPreview:
     label: str
     inputs: list[InputPreview] = field(default_factory=list)
     error: str | None = None
+    note: str | None = None  # flow steps: whether the run would stop here for this event
 
 
 @dataclass
@@ -82,6 +83,7 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
         except MappingError as exc:
             out.field_errors[name] = str(exc)
     earlier: dict[str, Any] = {}
+    stopped_at: str | None = None
     for step in definition.get("steps") or []:
         key, action_key = str(step.get("key") or ""), str(step.get("action") or "")
         action = ACTIONS.get(action_key)
@@ -91,6 +93,9 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
         context = build_context(trigger, out.fields, earlier)
         raw = step.get("inputs") or {}
         shown = StepPreview(key, action_key, action.label)
+        if stopped_at is not None:
+            shown.note = f"not reached for this event: step '{stopped_at}' stops the run first"
+        rendered: dict[str, Any] = {}
         for f in action.fields:
             value = raw.get(f.name, f.default)
             item = InputPreview(f.name, f.label)
@@ -99,11 +104,20 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
                 shown.inputs.append(item)
                 continue
             try:
-                item.value = _plain(render_value(value, context) if (f.template and value is not None) else value)
+                rendered[f.name] = render_value(value, context) if (f.template and value is not None) else value
+                item.value = _plain(rendered[f.name])
             except (TemplateError, MappingError) as exc:
                 item.error = str(exc)
             if item.value not in (None, "", [], {}) or item.error:
                 shown.inputs.append(item)
+        if action.halts is not None and stopped_at is None and not any(i.error for i in shown.inputs):
+            if any("steps" in v for v in raw.values() if isinstance(v, str)):
+                shown.note = "decided during the run: the condition uses an earlier step's output"
+            elif action.halts(rendered):
+                shown.note = "stops the run for this event: it would end as filtered, the later steps not run"
+                stopped_at = key
+            else:
+                shown.note = "passes for this event: the run goes on"
         out.steps.append(shown)
         earlier[key] = Later(f"steps.{key}")
     return out

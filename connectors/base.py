@@ -83,6 +83,9 @@ class Action:
     credential: str | None = None        # CredentialType.key
     credential_required: bool = False
     group: str = ""                      # e.g. "Chat", "Email", "HTTP", "CRM"
+    # Flow control: from the rendered inputs, whether the run ends at this step (as
+    # ``filtered``); asked by the executor after the step ran and by the preview.
+    halts: Callable[[dict[str, Any]], bool] | None = None
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import discord as _discord
 from . import email as _email
+from . import flow as _flow
 from . import http_request as _http_request
 from . import hubspot as _hubspot
 from . import mattermost as _mattermost
@@ -12,7 +13,7 @@ from . import slack as _slack
 from . import teams as _teams
 from .base import Action, CredentialType
 
-_MODULES = (_http_request, _hubspot, _slack, _discord, _teams, _mattermost, _email, _signing)
+_MODULES = (_http_request, _hubspot, _slack, _discord, _teams, _mattermost, _email, _flow, _signing)
 
 ACTIONS: dict[str, Action] = {a.key: a for m in _MODULES for a in m.ACTIONS}
 CREDENTIALS: dict[str, CredentialType] = {c.key: c for m in _MODULES for c in m.CREDENTIALS}
