@@ -114,3 +114,28 @@ def test_create_copy_sample_pick_and_save(page, base_url):
     fields = page.locator("table.compact").first
     expect(fields).to_contain_text("$.data.customer.email")
     expect(fields).to_contain_text("$.data.customer.name")
+
+
+def test_only_continue_if_step_shows_in_the_live_preview_where_the_run_stops(page, base_url):
+    page.goto("/login")
+    page.fill("#email", "admin@example.com")
+    page.fill("#password", PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto("/recipes/new")
+    page.fill("#name", "Big orders")
+    page.fill("#fields-0-name", "amount")
+    page.fill("#fields-0-path", "$.amount")
+    page.get_by_role("button", name="Only continue if").click()  # adds the step (a plain form post)
+    page.fill("#steps-0-inputs-condition", "{{ amount > 100 }}")
+    page.get_by_role("button", name="Save recipe").click()
+    expect(page).to_have_url(f"{base_url}/recipes/1")
+    hook = page.locator("#inbound-url").inner_text().strip()
+    assert requests.post(hook, json={"amount": 50}, timeout=10).status_code == 202
+
+    page.goto("/recipes/1/edit")
+    note = page.locator("#preview .preview-note")
+    expect(note).to_contain_text("stops the run for this event")
+    page.fill("#steps-0-inputs-condition", "{{ amount > 10 }}")  # unsaved: the preview follows
+    expect(note).to_contain_text("passes for this event")
+    page.fill("#steps-0-inputs-condition", "{{ amount > }}")
+    expect(page.locator('#preview [data-input="condition"] .error')).to_be_visible()
