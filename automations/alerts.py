@@ -31,7 +31,9 @@ DEFAULT_PAUSE_AFTER_DEAD = 10
 # honouring the receiver's Retry-After up to ALERT_MAX_WAIT seconds per wait.
 ALERT_ATTEMPTS = 3
 ALERT_MAX_WAIT = 10.0
-_FINISHED = [RunStatus.SUCCEEDED.value, RunStatus.FILTERED.value, RunStatus.FAILED.value, RunStatus.DEAD.value]
+# Filtered runs are not in it: they never reached the step that is failing, so they neither
+# continue nor break a streak of dead runs (a recipe filtering most events must still pause).
+_FINISHED = [RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.DEAD.value]
 
 
 def after_dead(core: Core, run_id: int, recipe_id: int | None, settings: dict[str, Any], error: str) -> None:

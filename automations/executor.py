@@ -185,19 +185,30 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
                              request=None, response=None, error=None, duration_ms=None)
     inputs: dict[str, Any] | None = None
     retry_after: float | datetime | None = None
-    halted = False
+    halted: str | None = None  # why the run ends at this step ("only continue if")
     try:
         if action_key not in ACTIONS:
             raise PermanentError(f"unknown action '{action_key}'")
         if step.get("connection") and conn is None:
             raise PermanentError(f"connection {step['connection']} no longer exists")
         context = build_context(trigger, fields, outputs)
-        inputs = _step_inputs(action_key, step.get("inputs") or {}, context)
+        try:
+            inputs = _step_inputs(action_key, step.get("inputs") or {}, context)
+        except TemplateError as exc:
+            if ACTIONS[action_key].halts is None:
+                raise
+            # a condition that cannot be worked out for this event (the value it compares is
+            # missing): the event is not one this recipe acts on
+            inputs, halted = {}, f"the condition could not be evaluated for this event ({exc})"
         ctx = ActionContext(inputs=inputs, credentials=connections_mod.credentials_for(core.secret_box, conn),
                             http=core.http, idempotency_key=f"hookline-{run.id}-{key}")
         action = ACTIONS[action_key]
-        result: ActionResult = action.run(ctx)
-        halted = action.halts is not None and action.halts(inputs)
+        if halted:
+            result = ActionResult(output={"passed": False, "reason": halted})
+        else:
+            result = action.run(ctx)
+            if action.halts is not None and action.halts(inputs):
+                halted = "the condition was false"
     except RetryableError as exc:
         outcome, retry_after = "retrying", exc.retry_after
         record.error, record.request, record.response = exc.message, exc.request, exc.response
@@ -222,7 +233,7 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
         if halted:  # an "Only continue if" whose condition was false: the later steps do not run
             later = "" if last else "; the later steps did not run"
             return _finish(core, run, owner, RunStatus.FILTERED,
-                           f"stopped at step '{key}' ({ACTIONS[action_key].label}): the condition was false{later}",
+                           f"stopped at step '{key}' ({ACTIONS[action_key].label}): {halted}{later}",
                            record, outputs, index + 1)
         if last:
             return _finish(core, run, owner, RunStatus.SUCCEEDED, None, record, outputs, index + 1)

@@ -21,7 +21,7 @@ from xml.etree.ElementTree import Element, ParseError
 
 from sqlalchemy import Connection, bindparam, insert, select, text
 
-from . import dedupe
+from . import content_encoding, dedupe
 from .clock import Clock, system_clock
 from .definitions import DefinitionCache
 from .models import Event, Recipe, RecipeStatus, Run, RunStatus
@@ -359,6 +359,9 @@ def event_values(recipe_id: int | None, req: InboundRequest, now: datetime) -> d
     is cut to its column's length (PostgreSQL refuses longer); the full header is kept in
     ``headers``."""
     parsed = parse_body(req.content_type, req.body)
+    encoding = req.headers.get("content-encoding")
+    if parsed.error and encoding and content_encoding.codings(encoding) is None:
+        parsed.error += f"; it was sent with Content-Encoding: {encoding[:40]}, which Hookline does not decompress"
     content_type = req.content_type
     if content_type and len(content_type) > _CONTENT_TYPE_MAX:
         content_type = content_type[:_CONTENT_TYPE_MAX]

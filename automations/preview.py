@@ -16,7 +16,7 @@ from typing import Any
 from connectors.registry import ACTIONS
 
 from .mapping import MappingError, extract
-from .templating import TemplateError, build_context, render_value
+from .templating import TemplateError, build_context, reads_name, render_value
 
 
 class Later(dict):
@@ -110,9 +110,13 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
                 item.error = str(exc)
             if item.value not in (None, "", [], {}) or item.error:
                 shown.inputs.append(item)
-        if action.halts is not None and stopped_at is None and not any(i.error for i in shown.inputs):
-            if any("steps" in v for v in raw.values() if isinstance(v, str)):
+        if action.halts is not None and stopped_at is None:
+            if any(reads_name(v, "steps") for v in raw.values()):
                 shown.note = "decided during the run: the condition uses an earlier step's output"
+            elif any(i.error for i in shown.inputs):
+                shown.note = ("stops the run for this event: the condition cannot be evaluated for it, "
+                              "so the run would end as filtered")
+                stopped_at = key
             elif action.halts(rendered):
                 shown.note = "stops the run for this event: it would end as filtered, the later steps not run"
                 stopped_at = key

@@ -139,6 +139,9 @@ def _validate_alert(settings: dict[str, Any], connections: dict[int, Connection]
             return [Problem("settings.alert", "must be a step: action, connection and inputs")]
         step = {"key": "alert", "action": str(alert.get("action", "")), "connection": alert.get("connection"),
                 "inputs": dict(alert.get("inputs") or {})}
+        if getattr(ACTIONS.get(step["action"]), "halts", None) is not None:
+            return [Problem("settings.alert.action", f"'{ACTIONS[step['action']].label}' sends nothing: "
+                                                     "choose an action that sends the alert")]
         problems += _validate_step("settings.alert", step, set(), connections)
     limit = settings.get("pause_after_dead")
     if limit not in (None, "") and not (isinstance(limit, int) and 0 <= limit <= 10_000):
@@ -175,6 +178,10 @@ def _validate_step(at: str, step: dict[str, Any], keys: set[str],
         return problems + [Problem(f"{at}.action", f"unknown action '{step['action']}'")]
     problems += _validate_connection(at, action, step.get("connection"), connections)
     inputs = step["inputs"]
+    conn = connections.get(_as_int(step.get("connection")) or 0)
+    if action.check_inputs is not None and conn is not None and conn.kind == action.credential:
+        problems += [Problem(f"{at}.inputs.{name}", err)
+                     for name, err in action.check_inputs(inputs, dict(conn.settings or {})).items()]
     for name in inputs:
         if action.field(name) is None:
             problems.append(Problem(f"{at}.inputs.{name}", f"'{action.label}' has no input '{name}'"))
@@ -190,11 +197,14 @@ def _validate_step(at: str, step: dict[str, Any], keys: set[str],
             if value not in allowed:
                 problems.append(Problem(f"{at}.inputs.{fld.name}",
                                         f"must be one of {', '.join(sorted(allowed))}"))
+        before = len(problems)
         if fld.template:
             for sub, text in _strings(value, f"{at}.inputs.{fld.name}"):
                 err = validate_template(text)
                 if err:
                     problems.append(Problem(sub, err))
+        if fld.check is not None and len(problems) == before and (err := fld.check(value)):
+            problems.append(Problem(f"{at}.inputs.{fld.name}", err))
     return problems
 
 

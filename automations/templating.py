@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 
@@ -187,6 +188,18 @@ def validate_template(source: str) -> str | None:
     except jinja2.TemplateSyntaxError as exc:
         return str(_as_template_error(exc, None))
     return None
+
+
+def reads_name(source: Any, name: str) -> bool:
+    """Whether template ``source`` reads the variable ``name`` (``steps`` in
+    ``{{ steps.a.body.ok }}``, not in ``{{ trigger.body.steps_total }}``); False when it does
+    not parse."""
+    if not isinstance(source, str) or "{" not in source:
+        return False
+    try:
+        return name in jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+    except (jinja2.TemplateError, TemplateError):
+        return False
 
 
 def build_context(trigger: dict, fields: dict, steps: dict, *, now: Callable[[], datetime] | None = None

@@ -86,6 +86,9 @@ class Action:
     # Flow control: from the rendered inputs, whether the run ends at this step (as
     # ``filtered``); asked by the executor after the step ran and by the preview.
     halts: Callable[[dict[str, Any]], bool] | None = None
+    # When a recipe is saved: problems of its literal inputs given the chosen connection's
+    # non-secret settings, as {input name: problem} (a URL outside the connection's hosts).
+    check_inputs: Callable[[dict[str, Any], dict[str, Any]], dict[str, str]] | None = None
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)

@@ -9,8 +9,10 @@ host checked is the one the outbound client connects to (:func:`outbound.url_hos
 redirect that leaves it drops the credentials (``OutboundClient.request``).
 
 Patterns: ``api.example.com`` (that host), ``*.example.com`` (any host under it, not
-``example.com`` itself), an IP address. Separated by commas, spaces or new lines; a pasted
-URL counts as its host.
+``example.com`` itself, and not directly under a top-level domain: ``*.com`` is refused), an
+IP address. Separated by commas, spaces or new lines. A URL or a port is refused rather than
+taken for its host: the binding is to hosts, and accepting ``https://api.example.com:8443/``
+would suggest that the scheme and port were enforced too.
 """
 from __future__ import annotations
 
@@ -42,7 +44,11 @@ def parse(text: str) -> list[str]:
     for item in re.split(r"[\s,]+", text or ""):
         if not item:
             continue
-        name = (url_host(item) or "") if "://" in item else item.strip("[]")
+        if "://" in item:
+            raise ValueError(f"'{item}': write the host only (api.example.com), not a URL")
+        name = item.strip("[]")
+        if not _is_ip(name) and ":" in name:
+            raise ValueError(f"'{item}': write the host without a port; any port of the host is allowed")
         if not _is_ip(name) and _NOT_IN_A_NAME.search(name):
             raise ValueError(_not_a_host(item))
         pattern = _normal(name)
@@ -51,10 +57,20 @@ def parse(text: str) -> list[str]:
             raise ValueError(_not_a_host(item))
         if pattern.startswith("*.") and _is_ip(host):
             raise ValueError(f"'{item}': a wildcard needs a domain, not an IP address")
+        if pattern.startswith("*.") and "." not in host:
+            raise ValueError(f"'{item}': a wildcard must name a domain under the top level (*.example.com)")
         patterns.append(pattern)
     if len(patterns) > MAX_PATTERNS:
         raise ValueError(f"at most {MAX_PATTERNS} hosts")
     return patterns
+
+
+def describe(text: str) -> str:
+    """The patterns as one line, for messages (the field may hold several lines)."""
+    try:
+        return ", ".join(parse(text))
+    except ValueError:
+        return " ".join(str(text).split())
 
 
 def _not_a_host(item: str) -> str:

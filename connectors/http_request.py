@@ -100,6 +100,24 @@ def _apply_auth(creds: dict[str, Any], headers: dict[str, str], params: list[tup
     return None, ""
 
 
+def _host_problem(url: str, settings: dict[str, Any]) -> str | None:
+    allowed = str(settings.get("allowed_hosts") or "")
+    if host_patterns.allows(allowed, url):
+        return None
+    return (f"this connection's credentials may only be sent to {host_patterns.describe(allowed)}, "
+            f"not to {url_host(url) or url}")
+
+
+def check_inputs(inputs: dict[str, Any], settings: dict[str, Any]) -> dict[str, str]:
+    """When a recipe is saved: a URL written out (no template in it) that the connection's
+    credentials may not be sent to is refused then, not at the first event."""
+    url = inputs.get("url")
+    if not isinstance(url, str) or not url.strip() or "{" in url or not settings.get("allowed_hosts"):
+        return {}
+    problem = _host_problem(url.strip(), settings)
+    return {"url": problem} if problem else {}
+
+
 def run(ctx: ActionContext) -> ActionResult:
     inputs = ctx.inputs
     method = str(inputs.get("method") or "POST").upper()
@@ -116,9 +134,8 @@ def run(ctx: ActionContext) -> ActionResult:
         headers.setdefault("Content-Type", str(inputs.get("content_type") or "text/plain; charset=utf-8"))
     if not any(k.lower() == "idempotency-key" for k in headers):
         headers["Idempotency-Key"] = ctx.idempotency_key
-    if ctx.credentials and not host_patterns.allows(str(ctx.credentials.get("allowed_hosts") or ""), url):
-        raise PermanentError(f"url: this connection's credentials may only be sent to "
-                             f"{ctx.credentials['allowed_hosts']!s}, not to {url_host(url)}; nothing was sent")
+    if ctx.credentials and (problem := _host_problem(url, ctx.credentials)):
+        raise PermanentError(f"url: {problem}; nothing was sent")
     auth, secret_name = _apply_auth(ctx.credentials, headers, params) if ctx.credentials else (None, "")
     names = (secret_name,) if secret_name else ()
     resp = ctx.http.request(method, url, headers=headers, params=params or None, auth=auth,
@@ -154,7 +171,7 @@ CREDENTIALS = (
 
 ACTIONS = (
     Action(
-        key="http_request", label="HTTP request", group="HTTP", run=run,
+        key="http_request", label="HTTP request", group="HTTP", run=run, check_inputs=check_inputs,
         credential="http_auth", credential_required=False,
         description=("Send an HTTP request to any URL and keep the response (status, headers, parsed body) "
                      "for later steps. 408, 429 and 5xx answers are retried; other 4xx fail the run."),

@@ -63,8 +63,26 @@ def test_a_success_in_between_resets_the_count(live):
         assert live.post(token, json={}).json()["status"] == "queued"
 
 
+def test_filtered_runs_in_between_do_not_reset_the_count(live):
+    """The review's report: a recipe that filters most events never paused itself, because
+    each filtered run between two dead ones broke the streak."""
+    with HttpSink(lambda req: Reply(503)) as sink:
+        with live.app.app_context():
+            token = recipes.create(db.session, "r", {
+                "fields": [{"name": "amount", "path": "$.amount"}],
+                "steps": [{"key": "big", "action": "filter", "inputs": {"condition": "{{ amount > 100 }}"}},
+                          {"key": "a", "action": "http_request",
+                           "inputs": {"method": "POST", "url": sink.url, "body_type": "json", "body": "{}"}}],
+                "settings": {"retry": {"max_attempts": 1}, "pause_after_dead": 2}}).token
+        for amount, expected in ((500, "dead"), (5, "filtered"), (500, "dead")):
+            run_id = live.post(token, json={"amount": amount}).json()["run_id"]
+            assert wait_run(live.app, run_id, statuses=("dead", "filtered", "succeeded")) == expected
+        assert live.post(token, json={"amount": 500}).json()["status"] == "held"
+
+
 @pytest.mark.parametrize("settings, where", [
     ({"alert": {"action": "nope"}}, "settings.alert.action"),
+    ({"alert": {"action": "filter", "inputs": {"condition": "{{ true }}"}}}, "settings.alert.action"),
     ({"alert": {"action": "slack_message", "inputs": {"text": "{{ x"}}}, "settings.alert.connection"),
     ({"pause_after_dead": -1}, "settings.pause_after_dead"),
 ])

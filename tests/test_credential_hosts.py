@@ -29,7 +29,6 @@ TOKEN = "tok-Allowed-Hosts-77"
     ("*.example.com", "https://example.com.evil.net/", False),
     ("crm.example, *.hubapi.com", "https://api.hubapi.com/crm", True),
     ("crm.example\n127.0.0.1", "http://127.0.0.1:8080/", True),
-    ("https://api.example.com/v1/", "https://api.example.com/", True),  # a pasted URL counts as its host
     ("::1", "http://[::1]:8080/", True),
     ("0:0:0:0:0:0:0:1", "http://[::1]/", True),  # one spelling per address
     ("bücher.example", "https://xn--bcher-kva.example/", True),
@@ -49,6 +48,11 @@ def test_patterns(patterns, url, allowed):
 @pytest.mark.parametrize("text, reason", [
     ("api.example.com/v1", "is not a host name"),
     ("api_example.com", "is not a host name"),
+    # the review's reports: a pasted URL kept only its host, so scheme and port looked enforced
+    ("https://api.example.com/v1/", "write the host only (api.example.com), not a URL"),
+    ("127.0.0.1:8741", "write the host without a port"),
+    ("api.example.com:443", "write the host without a port"),
+    ("*.com", "a wildcard must name a domain under the top level"),
     ("*", "is not a host name"),
     ("*.127.0.0.1", "a wildcard needs a domain"),
     ("-bad-.example", "is not a host name"),
@@ -73,6 +77,36 @@ def test_a_step_without_a_connection_goes_anywhere():
     with HttpSink() as sink:
         call({"url": sink.url, "body": {}})
         assert len(sink.wait_for(1)) == 1
+
+
+def test_the_error_names_the_allowed_hosts_on_one_line():
+    with pytest.raises(PermanentError) as exc:
+        call({"url": "http://127.0.0.1:9/x", "body": {}},
+             {"scheme": "bearer", "token": TOKEN, "allowed_hosts": "API.example.com\n *.Example.org"})
+    assert exc.value.message == ("url: this connection's credentials may only be sent to api.example.com, "
+                                 "*.example.org, not to 127.0.0.1; nothing was sent")
+
+
+def test_a_url_written_out_is_checked_against_the_connection_when_the_recipe_is_saved(app):
+    """The review's report: an editor learnt of the binding only when a live event failed."""
+    from automations import connections, recipes
+
+    with app.app_context():
+        box = app.extensions["hookline"].secret_box
+        conn = connections.create(db.session, box, "Billing", "http_auth",
+                                  {"scheme": "bearer", "token": TOKEN, "allowed_hosts": "api.example.com"}).id
+
+        def step(url: str) -> dict:
+            return {"steps": [{"key": "call", "action": "http_request", "connection": conn,
+                               "inputs": {"method": "POST", "url": url, "body_type": "json", "body": "{}"}}]}
+
+        with pytest.raises(recipes.RecipeInvalid) as exc:
+            recipes.create(db.session, "r", step("http://evil.example.net/collect"))
+        assert [(p.where, p.message) for p in exc.value.problems] == [(
+            "steps.0.inputs.url", ("this connection's credentials may only be sent to api.example.com, "
+                                   "not to evil.example.net"))]
+        recipes.create(db.session, "ok", step("https://api.example.com/v1/invoices"))
+        recipes.create(db.session, "templated", step("https://{{ host }}/v1"))  # checked when it runs
 
 
 HTTP_AUTH = {"name": "CRM", "cred-scheme": "bearer", "cred-token": TOKEN}

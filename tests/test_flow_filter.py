@@ -92,6 +92,58 @@ def test_the_editor_offers_the_step_and_checks_its_condition(app, client):
     assert recipe_id
 
 
+ONE_EXPRESSION = "write the condition as one expression in {{ }}, e.g. {{ amount > 100 and status == 'paid' }}"
+
+
+@pytest.mark.parametrize("condition, message", [
+    ("status == 'paid'", ONE_EXPRESSION),  # no braces: renders as text, which is never false
+    ("{{ amount > 100 }} and {{ status == 'paid' }}", ONE_EXPRESSION),  # renders "True and False"
+    ("   ", ONE_EXPRESSION),
+    ("{{ a }}{{ b }}", ONE_EXPRESSION),
+    ("{% if a %}yes{% endif %}", ONE_EXPRESSION),
+    (["{{ a }}"], ONE_EXPRESSION),
+    (1, ONE_EXPRESSION),
+    ("{{ }}", "line 1: Expected an expression, got 'end of print statement'"),  # the syntax error first
+    ("", "is required"),
+])
+def test_a_condition_that_is_not_one_expression_is_refused_on_save(tmp_path, condition, message):
+    """The review's report: these saved fine and then let every event through (or none)."""
+    from automations import recipes
+    from tests.conftest import make_app
+
+    app = make_app(tmp_path)
+    with app.app_context(), pytest.raises(recipes.RecipeInvalid) as exc:
+        recipes.create(db.session, "r", {"steps": [{"key": "only", "action": "filter",
+                                                    "inputs": {"condition": condition}}]})
+    assert [(p.where, p.message) for p in exc.value.problems] == [("steps.0.inputs.condition", message)]
+
+
+def test_a_condition_that_cannot_be_evaluated_for_an_event_filters_it_with_the_reason(live, sink):  # noqa: F811
+    """The review's report: an event without the value the condition compares (``amount``
+    missing: None > 100) failed its run; Zapier and n8n users expect "did not match"."""
+    _rid, token = make_recipe(live.app, fields=_fields(), steps=[
+        {"key": "big", "action": "filter", "inputs": {"condition": "{{ amount > 100 }}"}},
+        http_step("crm", sink.url, "{}")])
+    run_id = live.post(token, json={"paid": True}).json()["run_id"]
+    assert wait_run(live.app, run_id, statuses=("succeeded", "filtered", "failed", "dead")) == "filtered"
+    with live.app.app_context():
+        run = db.session.get(Run, run_id)
+        assert run.error.startswith("stopped at step 'big' (Only continue if): the condition could not be "
+                                    "evaluated for this event (")
+        assert "'>' not supported" in run.error and run.outputs["big"]["passed"] is False
+    big = live.post(token, json={"amount": 500}).json()["run_id"]
+    assert wait_run(live.app, big) == "succeeded" and len(sink.wait_for(1)) == 1
+
+
+def test_the_alert_choices_leave_out_the_filter(app, client):
+    """A dead-run alert is a message to someone; "Only continue if" sends nothing."""
+    recipe_id = create(client)
+    page = client.get(f"/recipes/{recipe_id}/edit").get_data(as_text=True)
+    select = page[page.index('name="alert-action"'):]
+    select = select[:select.index("</select>")]
+    assert 'value="slack_message"' in select and 'value="filter"' not in select
+
+
 def _trigger(body):
     return {"body": body, "headers": {}, "query": {}, "method": "POST"}
 
@@ -104,6 +156,12 @@ def test_the_preview_says_where_the_run_would_stop():
     assert stopped.steps[1].note == "not reached for this event: step 'big_paid' stops the run first"
     going = preview(definition, _trigger({"amount": 500, "paid": True}))
     assert going.steps[0].note == "passes for this event: the run goes on" and going.steps[1].note is None
+    named = preview({"steps": [{"key": "only", "action": "filter",
+                                "inputs": {"condition": "{{ trigger.body.steps_total > 5 }}"}}]}, _trigger({"steps_total": 3}))
+    assert named.steps[0].note.startswith("stops the run for this event")  # "steps_total" is not steps
+    missing = preview(definition, _trigger({"paid": True}))
+    assert missing.steps[0].note == ("stops the run for this event: the condition cannot be evaluated for it, "
+                                     "so the run would end as filtered")
     later = preview({"steps": [{"key": "a", "action": "http_request", "inputs": {"url": "https://x.example/"}},
                                {"key": "only", "action": "filter",
                                 "inputs": {"condition": "{{ steps.a.body.ok }}"}}]}, _trigger({}))

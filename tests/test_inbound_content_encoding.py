@@ -130,6 +130,7 @@ def test_an_unknown_coding_is_stored_as_sent_and_the_run_says_why(live):
     assert resp.status_code == 202
     [event] = _events(live.app)
     assert event.body_raw == opaque and event.parse_error and "not valid JSON" in event.parse_error
+    assert "sent with Content-Encoding: br, which Hookline does not decompress" in event.parse_error
 
 
 def _github(body: bytes) -> str:

@@ -139,8 +139,11 @@ class InboundEndpoint:
             try:
                 body = content_encoding.decode(sent, environ["HTTP_CONTENT_ENCODING"], limit)
             except content_encoding.ContentEncodingError as exc:
+                log.warning("refused a request to recipe %s from %s: %s", recipe_id, remote_addr, exc)
                 return Reply.error(400, str(exc))
             if body is None:
+                log.warning("refused a request to recipe %s from %s: over %d bytes once decompressed",
+                            recipe_id, remote_addr, limit)
                 return Reply.error(413, f"body larger than {limit} bytes once decompressed")
         req = inbound.InboundRequest(method=method, content_type=content_type, body=body,
                                      headers=_headers(environ), query=query, remote_addr=remote_addr)

@@ -27,6 +27,8 @@ from connectors.verifiers import VERIFIERS
 from .form_fields import DeclaredForm, build_field, choices, inputs_form_class, is_blank
 from .settings_form import WholeNumberField
 
+ALERT_ACTIONS = {k: a for k, a in ACTIONS.items() if a.halts is None}  # a filter alerts no one
+
 __all__ = ["DeadRunForm", "VerifyForm"]
 
 VERIFY_PREFIX = "verify-"
@@ -208,12 +210,13 @@ class DeadRunForm(ChoiceSection):
         chosen = str(alert.get("action") or "")
         super().__init__(data, {"pause_after_dead": self.stored.get("pause_after_dead"), "action": chosen},
                          prefix=ALERT_PREFIX)
-        options = [("", "— none —"), *((k, a.label) for k, a in ACTIONS.items())]
-        if chosen and chosen not in ACTIONS:
-            options.append((chosen, f"unknown action '{chosen}'"))
+        options = [("", "— none —"), *((k, a.label) for k, a in ALERT_ACTIONS.items())]
+        if chosen and chosen not in ALERT_ACTIONS:
+            options.append((chosen, f"{ACTIONS[chosen].label} (sends nothing)" if chosen in ACTIONS
+                                    else f"unknown action '{chosen}'"))
         self["action"].choices = choices(options)
         self.blocks: dict[str, AlertBlock] = {}
-        for key, action in ACTIONS.items():
+        for key, action in ALERT_ACTIONS.items():
             mine = [c for c in connections if action.credential and c.kind == action.credential]
             if key == chosen:
                 initial = {"connection": _id_text(alert.get("connection"))}
