@@ -109,6 +109,16 @@ def test_a_url_written_out_is_checked_against_the_connection_when_the_recipe_is_
         recipes.create(db.session, "templated", step("https://{{ host }}/v1"))  # checked when it runs
 
 
+def test_the_step_connection_picker_shows_the_allowed_hosts(app, client):
+    from tests.test_ui_recipes import create
+
+    client.post("/connections/new/http_auth", data={**HTTP_AUTH, "cred-allowed_hosts": "api.example.com\n*.example.org"})
+    recipe_id = create(client, steps=[{"action": "http_request", "key": "call", "connection": 1,
+                                       "inputs": {"url": "https://api.example.com/x", "body": "{}"}}])
+    page = html.unescape(client.get(f"/recipes/{recipe_id}/edit").get_data(as_text=True))
+    assert "CRM (only api.example.com, *.example.org)" in page
+
+
 HTTP_AUTH = {"name": "CRM", "cred-scheme": "bearer", "cred-token": TOKEN}
 
 

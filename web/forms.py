@@ -21,6 +21,7 @@ from wtforms import SelectField, StringField
 
 from automations.models import Connection
 from automations.recipes import DEFAULT_RULE, RESERVED_NAMES, Problem, format_default, parse_default
+from connectors import host_patterns
 from connectors.base import Action
 from connectors.registry import ACTIONS
 
@@ -241,7 +242,7 @@ class RecipeEditor:
 
     def _connection_choices(self, action: Action | None) -> list[tuple[str, str]]:
         none = "— choose —" if action and action.credential_required else "— none —"
-        return choices([("", none), *((str(c.id), c.name) for c in self._kind_connections(action))])
+        return choices([("", none), *((str(c.id), _connection_label(c)) for c in self._kind_connections(action))])
 
     def _ensure_blank_row(self) -> None:
         if not self.fields or self._filled(self.fields[-1]):
@@ -321,3 +322,10 @@ class RecipeEditor:
         return (len(self.problems) + sum(len(b.errors) for b in self.steps)
                 + sum(len(f.errors) for form in forms for f in form)
                 + self.verify.error_count + self.dead.error_count)
+
+
+def _connection_label(conn: Connection) -> str:
+    """The connection's name, and the hosts it is bound to, so an editor sees where its
+    credentials may go before writing the step's URL."""
+    allowed = (conn.settings or {}).get("allowed_hosts")
+    return f"{conn.name} (only {host_patterns.describe(allowed)})" if allowed else conn.name
