@@ -279,6 +279,20 @@ def create(session: Session, name: str, definition: dict[str, Any] | None = None
     return recipe
 
 
+COPY_SUFFIX = " (copy)"
+
+
+def duplicate(session: Session, recipe: Recipe, *, clock: Clock = system_clock) -> Recipe:
+    """A copy of the recipe's current version under its own new inbound URL. The copy starts
+    paused: two recipes acting on one sender's events by accident is worse than one click to
+    resume it once it is edited (Zapier and n8n leave copies off too)."""
+    name = recipe.name[:NAME_MAX - len(COPY_SUFFIX)] + COPY_SUFFIX
+    copy_ = create(session, name, current_definition(recipe), paused=True, clock=clock, commit=False)
+    copy_.status_reason = f"a copy of '{recipe.name}': resume it when it is ready"[:500]
+    session.commit()
+    return copy_
+
+
 def update_recipe(session: Session, recipe: Recipe, *, name: str | None = None,
                   definition: dict[str, Any] | None = None, clock: Clock = system_clock,
                   commit: bool = True) -> Recipe:

@@ -36,6 +36,7 @@ def test_forms_without_token_are_refused_and_write_nothing(app, client, recipe):
         ("/recipes/new", {"name": "Sneaky"}),
         (f"/recipes/{recipe_id}/pause", {}),
         (f"/recipes/{recipe_id}/delete", {}),
+        (f"/recipes/{recipe_id}/duplicate", {}),
         ("/connections/new/slack_webhook", {"name": "x", "cred-webhook_url": "http://127.0.0.1/x"}),
     ]
     for url, data in posts:

@@ -238,3 +238,47 @@ def test_delete_asks_first_and_keeps_runs(app, client):
     assert "deleted" in resp.get_data(as_text=True)
     assert count(app, Recipe) == 0 and count(app, Run) == 1
     assert "deleted recipe" in client.get("/runs/").get_data(as_text=True)
+
+
+def test_duplicate_makes_a_paused_copy_with_its_own_url(app, client):
+    recipe_id = create(client, name="Orders", fields=[("email", "$.email")], steps=[HTTP_STEP])
+    resp = client.post(f"/recipes/{recipe_id}/duplicate")
+    assert resp.status_code == 302
+    copy_id = int(resp.location.rstrip("/").rsplit("/", 1)[1])
+    page = html.unescape(client.get(resp.location).get_data(as_text=True))
+    assert "Copied as 'Orders (copy)', with its own inbound URL. The copy is paused" in page
+    with app.app_context():
+        original, copy = db.session.get(Recipe, recipe_id), db.session.get(Recipe, copy_id)
+        assert copy.name == "Orders (copy)" and copy.is_paused and not original.is_paused
+        assert copy.status_reason == "a copy of 'Orders': resume it when it is ready"
+        assert copy.token != original.token and copy.current_version == 1
+        assert copy.versions[0].definition == original.versions[-1].definition
+        token = copy.token
+    assert client.post(f"/hooks/{token}", json={"email": "a@example.com"}).get_json()["status"] == "held"
+
+
+def test_duplicate_keeps_a_long_name_within_the_limit_and_needs_an_editor(app, client):
+    recipe_id = create(client, name="x" * 200)
+    copy_url = client.post(f"/recipes/{recipe_id}/duplicate").location
+    with app.app_context():
+        copy = db.session.get(Recipe, int(copy_url.rstrip("/").rsplit("/", 1)[1]))
+        assert copy.name == "x" * 193 + " (copy)"
+    viewer = signed_in_client(app, "viewer")
+    assert viewer.post(f"/recipes/{recipe_id}/duplicate").status_code == 403
+    assert "Duplicate" not in viewer.get(f"/recipes/{recipe_id}").get_data(as_text=True)
+
+
+def test_duplicate_of_a_recipe_that_no_longer_validates_says_why_and_copies_nothing(app, client):
+    """An admin bound the step's connection to other hosts after the recipe was saved."""
+    with app.app_context():
+        conn = connections.create(db.session, core().secret_box, "CRM", "http_auth",
+                                  {"scheme": "bearer", "token": "t0ken-Dup-1"}).id
+    recipe_id = create(client, steps=[{**HTTP_STEP, "connection": conn}])
+    with app.app_context():
+        row = db.session.get(connections.Connection, conn)
+        row.settings = {**row.settings, "allowed_hosts": "api.example.com"}
+        db.session.commit()
+    page = html.unescape(client.post(f"/recipes/{recipe_id}/duplicate", follow_redirects=True).get_data(as_text=True))
+    assert "Could not copy: steps.0.inputs.url: this connection's credentials may only be sent to" in page
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Recipe)) == 1

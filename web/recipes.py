@@ -179,6 +179,21 @@ def resume(recipe_id: int) -> Response:
     return redirect(url_for(".detail", recipe_id=recipe_id))
 
 
+@bp.post("/<int:recipe_id>/duplicate")
+@requires("editor")
+def duplicate(recipe_id: int) -> Response:
+    recipe = _recipe(recipe_id)
+    try:
+        copy = recipes.duplicate(db.session, recipe, clock=core().clock)
+    except RecipeInvalid as exc:  # a connection it uses was deleted since: it must be edited first
+        db.session.rollback()
+        flash("Could not copy: " + "; ".join(f"{p.where}: {p.message}" for p in exc.problems), "error")
+        return redirect(url_for(".detail", recipe_id=recipe_id))
+    flash(f"Copied as '{copy.name}', with its own inbound URL. The copy is paused: edit it, then resume it.",
+          "success")
+    return redirect(url_for(".detail", recipe_id=copy.id))
+
+
 @bp.post("/<int:recipe_id>/token")
 @requires("editor")
 def new_token(recipe_id: int) -> Response:
