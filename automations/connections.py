@@ -10,11 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from connectors.base import ActionContext, ConnectorError
+from connectors.outbound import OutboundClient
+from connectors.redaction import redact_values
 from connectors.registry import CREDENTIALS
 
 from .models import Connection, Recipe, RecipeVersion
 from .recipes import Problem, RecipeInvalid
-from .secrets import SecretBox
+from .secrets import SecretBox, SecretsError
 
 NAME_MAX = Connection.__table__.c.name.type.length  # the column's length: longer names are refused
 
@@ -192,3 +195,22 @@ def secret_values(box: SecretBox, conn: Connection | None) -> list[str]:
     if isinstance(user, str) and isinstance(password, str) and password:
         values.append(base64.b64encode(f"{user}:{password}".encode()).decode("ascii"))
     return values
+
+
+def run_test(box: SecretBox, conn: Connection, http: OutboundClient, timeout: float = 10.0) -> tuple[bool, str]:
+    """The connection type's test with the stored credentials: (passed, what was found or
+    what is wrong). Nothing is written; the caller must not hold a write transaction, since
+    this talks to the service."""
+    ctype = CREDENTIALS.get(conn.kind)
+    if ctype is None or ctype.test is None:
+        return False, f"a {conn.kind} connection has no test"
+    try:
+        creds = credentials_for(box, conn)
+    except SecretsError as exc:
+        return False, str(exc)
+    ctx = ActionContext(inputs={}, credentials=creds, http=http, idempotency_key=f"hookline-test-{conn.id}",
+                        smtp_timeout=timeout)
+    try:
+        return True, ctype.test(ctx)
+    except ConnectorError as exc:
+        return False, redact_values(exc.message, secret_values(box, conn))

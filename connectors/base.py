@@ -46,6 +46,10 @@ class CredentialType:
     label: str
     fields: tuple[Field, ...]
     description: str = ""
+    # "Test" on the connection's page: checks the credentials against the service without
+    # anything anyone would see (no message posted, no mail sent); returns what it found, or
+    # raises a ConnectorError saying what is wrong. ``ctx.inputs`` is empty.
+    test: Callable[[ActionContext], str] | None = None
 
     @property
     def secret_names(self) -> frozenset[str]:

@@ -31,5 +31,8 @@ def markdown() -> str:
     out += ["# Connection types", ""]
     for ctype in sorted(CREDENTIALS.values(), key=lambda c: c.key):
         out += [f"## {ctype.label} (`{ctype.key}`)", "", ctype.description, ""]
+        if ctype.test is not None:
+            why = (ctype.test.__doc__ or "").strip().split("\n\n")[0]
+            out += ["Its page has **Test the saved connection**: " + " ".join(why.split()), ""]
         out += [_field_line(f) for f in ctype.fields] + [""]
     return "\n".join(out)

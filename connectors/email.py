@@ -16,14 +16,17 @@ import base64
 import hashlib
 import re
 import ssl
+from collections.abc import Callable
 from email.header import decode_header
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .base import Action, ActionContext, ActionResult, CredentialType, Field, PermanentError, RetryableError
 from .redaction import REDACTED, redact_text
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from email.policy import EmailPolicy
@@ -134,7 +137,10 @@ def _smtp_error(stage: str, code: int, text: bytes | str, **kw: Any) -> Exceptio
     return RetryableError(message, **kw) if 400 <= code < 500 else PermanentError(message, **kw)
 
 
-def _send(creds: dict[str, Any], timeout: float, sender: str, rcpts: list[str], data: bytes) -> dict[str, Any]:
+def _session(creds: dict[str, Any], timeout: float, work: Callable[[Any], T]) -> T:
+    """Connect as the connection says (SSL, STARTTLS, login), then ``work(smtp)``; every SMTP,
+    TLS and network failure comes out as a RetryableError or PermanentError saying what
+    failed where."""
     import smtplib
 
     host = str(creds.get("host") or "").strip()
@@ -157,7 +163,7 @@ def _send(creds: dict[str, Any], timeout: float, sender: str, rcpts: list[str], 
                 smtp.starttls(context=context)
             if creds.get("username"):
                 smtp.login(str(creds["username"]), str(creds.get("password") or ""))
-            refused = smtp.sendmail(sender, rcpts, data)
+            return work(smtp)
     except smtplib.SMTPRecipientsRefused as exc:  # nothing was sent
         detail = "; ".join(f"{a}: {_reply(*r)}" for a, r in exc.recipients.items())
         permanent = all(code >= 500 for code, _ in exc.recipients.values())
@@ -183,7 +189,38 @@ def _send(creds: dict[str, Any], timeout: float, sender: str, rcpts: list[str], 
         raise RetryableError(f"connection refused by {where}") from None
     except (OSError, smtplib.SMTPException) as exc:
         raise RetryableError(f"could not talk to SMTP server {where}: {exc}") from None
+
+
+def _send(creds: dict[str, Any], timeout: float, sender: str, rcpts: list[str], data: bytes) -> dict[str, Any]:
+    refused = _session(creds, timeout, lambda smtp: smtp.sendmail(sender, rcpts, data))
     return {name: _reply(*reply) for name, reply in refused.items()}
+
+
+def check_connection(ctx: ActionContext) -> str:
+    """Signs in and offers the from address as a sender, then resets: the server's answer to
+    everything a real send needs except the recipients, and no mail."""
+    import smtplib
+
+    creds = ctx.credentials
+    if not str(creds.get("host") or "").strip():
+        raise PermanentError("host: the SMTP connection has no host")
+    sender = str(creds.get("from_address") or "")
+
+    def offer_sender(smtp: Any) -> None:
+        smtp.ehlo_or_helo_if_needed()  # sendmail does this itself; mail() alone does not
+        code, text = smtp.mail(sender)
+        if code != 250:
+            raise smtplib.SMTPSenderRefused(code, text, sender)
+        smtp.rset()
+
+    try:
+        _session(creds, ctx.smtp_timeout, offer_sender)
+    except (RetryableError, PermanentError) as exc:
+        _hide_credentials(exc, creds)
+        raise
+    who = f" as {creds['username']}" if creds.get("username") else ""
+    return (f"signed in to {creds.get('host')}:{creds.get('port') or 587}{who}; "
+            f"the server accepts mail from {sender}")
 
 
 def _hide_credentials(exc: RetryableError | PermanentError, creds: dict[str, Any]) -> None:
@@ -228,6 +265,7 @@ def run(ctx: ActionContext) -> ActionResult:
 CREDENTIALS = (
     CredentialType(
         key="smtp", label="SMTP server", description="An outgoing mail server and the address mail is sent from.",
+        test=check_connection,
         fields=(
             Field("host", "Host", required=True, template=False, placeholder="smtp.example.com",
                   help="The SMTP server's hostname."),

@@ -40,6 +40,7 @@ from .redaction import redact_values
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+LIST_PATH = "/crm/v3/objects/contacts"  # "Test": one contact read, nothing written
 NAMED_PROPERTIES = ("firstname", "lastname", "phone", "company", "lifecyclestage")
 # Not a full RFC 5322 parser: one @, no whitespace, a dot in the domain. HubSpot decides the rest.
 _EMAIL = re.compile(r"[^@\s\"<>(),;:]+@[^@\s\"<>(),;:\[\]]+\.[^@\s\"<>(),;:\[\]]+")
@@ -58,6 +59,8 @@ HINTS = {
 SCOPE_HINT = ("the private app lacks the crm.objects.contacts.write scope; add it (and crm.objects.contacts.read) "
               "under Settings > Integrations > Private Apps in HubSpot")
 FORBIDDEN_HINT = "the private app token is not allowed to write contacts in this HubSpot account"
+READ_SCOPE_HINT = ("the private app lacks the crm.objects.contacts.read scope (recipes need it and "
+                   "crm.objects.contacts.write); add it under Settings > Integrations > Private Apps in HubSpot")
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -225,7 +228,8 @@ def _rate_limit_delay(resp: OutboundResponse, body: dict[str, Any], now: datetim
     return POLICY_DELAYS.get(policy, DEFAULT_RATE_LIMIT_DELAY)
 
 
-def _raise_error(resp: OutboundResponse, token: str, summary: dict[str, Any]) -> None:
+def _raise_error(resp: OutboundResponse, token: str, summary: dict[str, Any], what: str = "the contact",
+                 scope_hint: str = SCOPE_HINT) -> None:
     body = _json_body(resp)
     detail = redact_values(_describe(resp, body, _hubspot_message(body)), (token,))
     kw: dict[str, Any] = {"request": resp.request, "response": summary}
@@ -235,10 +239,10 @@ def _raise_error(resp: OutboundResponse, token: str, summary: dict[str, Any]) ->
     if resp.status in (408, 425) or resp.status >= 500:
         raise RetryableError(f"HubSpot is unavailable: {detail}", retry_after=_rate_limit_delay(resp, body), **kw)
     if resp.status == 403:
-        hint = SCOPE_HINT if category == "MISSING_SCOPES" else FORBIDDEN_HINT
+        hint = scope_hint if category == "MISSING_SCOPES" else FORBIDDEN_HINT
     else:
         hint = HINTS.get(resp.status, "")
-    raise PermanentError(f"HubSpot refused the contact: {detail}" + (f"; {hint}" if hint else ""), **kw)
+    raise PermanentError(f"HubSpot refused {what}: {detail}" + (f"; {hint}" if hint else ""), **kw)
 
 
 def _result(resp: OutboundResponse, token: str, summary: dict[str, Any]) -> dict[str, Any]:
@@ -279,9 +283,25 @@ def run(ctx: ActionContext) -> ActionResult:
     return ActionResult(output=output, request=resp.request, response=summary)
 
 
+def check_connection(ctx: ActionContext) -> str:
+    """Reads one contact: the token, the base URL and the read scope checked, nothing written
+    (the write scope can only be seen by writing)."""
+    creds = ctx.credentials
+    token = str(creds.get("access_token") or "").strip()
+    if not token:
+        raise PermanentError("connection: the HubSpot private app access token is empty")
+    base = _base_url(creds)
+    resp = ctx.http.request("GET", base + LIST_PATH, params={"limit": "1"}, secret_names=("Authorization",),
+                            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+    if not 200 <= resp.status < 300:
+        _raise_error(resp, token, redact_values(resp.summary(), (token,)), what="the token",
+                     scope_hint=READ_SCOPE_HINT)
+    return f"the token works: {base} lets it read contacts"
+
+
 CREDENTIALS = (
     CredentialType(
-        key="hubspot_private_app", label="HubSpot private app",
+        key="hubspot_private_app", label="HubSpot private app", test=check_connection,
         description=("A HubSpot private app's access token (Settings > Integrations > Private Apps) with the "
                      "crm.objects.contacts.write and crm.objects.contacts.read scopes."),
         fields=(

@@ -15,7 +15,7 @@ from urllib3 import HTTPHeaderDict
 from automations import connections
 from connectors import docs, registry
 from connectors.base import ActionContext, PermanentError, RetryableError
-from connectors.hubspot import ACTIONS, CREDENTIALS, UPSERT_PATH, _rate_limit_delay
+from connectors.hubspot import ACTIONS, CREDENTIALS, LIST_PATH, UPSERT_PATH, _rate_limit_delay
 from connectors.outbound import OutboundClient, OutboundResponse
 from tests.live import TEST_ALLOWLIST, LiveServer, make_live_app
 from tests.sinks import HttpSink, Received, Reply
@@ -43,6 +43,7 @@ class HubSpotLike:
         self.next_error: Reply | None = None
         self.contacts: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(151)
+        self.scopes = {"crm.objects.contacts.read", "crm.objects.contacts.write"}
 
     def __call__(self, req: Received) -> Reply:
         if req.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -50,6 +51,15 @@ class HubSpotLike:
                                  "Authentication credentials not found. This API supports OAuth 2.0 authentication "
                                  "and you can find more details at https://developers.hubspot.com/docs/methods/auth/"
                                  "oauth-overview")
+        if req.method == "GET" and req.path == LIST_PATH:  # list contacts: needs the read scope
+            if "crm.objects.contacts.read" not in self.scopes:
+                return hubspot_error(403, "MISSING_SCOPES", "This app hasn't been granted all required scopes to "
+                                     "make this call.", errors=[{"message": "One or more of the following scopes "
+                                     "are required.", "context": {"requiredGranularScopes": [
+                                         "crm.objects.contacts.read"]}}])
+            limit = int((req.query.get("limit") or ["10"])[0])
+            contacts = list(self.contacts.values())[:limit]
+            return Reply(200, {"results": [{**c, "archived": False} for c in contacts]})
         if req.method != "POST" or req.path != UPSERT_PATH:
             return Reply(404, b"")
         if self.next_error is not None:

@@ -38,6 +38,7 @@ def test_forms_without_token_are_refused_and_write_nothing(app, client, recipe):
         (f"/recipes/{recipe_id}/delete", {}),
         (f"/recipes/{recipe_id}/duplicate", {}),
         ("/connections/new/slack_webhook", {"name": "x", "cred-webhook_url": "http://127.0.0.1/x"}),
+        ("/connections/1/test", {}),
     ]
     for url, data in posts:
         assert client.post(url, data=data).status_code == 400, url

@@ -116,6 +116,17 @@ def edit(conn_id: int) -> Response | str:
     return _render(form, values, ctype, conn)
 
 
+@bp.post("/<int:conn_id>/test")
+@requires("admin")
+def test(conn_id: int) -> Response:
+    """Try the saved credentials against the service (see ``CredentialType.test``)."""
+    conn = db.get_or_404(Connection, conn_id)
+    db.session.rollback()  # the test talks to the network: hold no database lock meanwhile
+    passed, message = connections.run_test(core().secret_box, conn, core().http)
+    flash(f"Test passed: {message}." if passed else f"Test failed: {message}", "success" if passed else "error")
+    return redirect(url_for(".edit", conn_id=conn_id))
+
+
 @bp.route("/<int:conn_id>/delete", methods=["GET", "POST"])
 @requires("admin")
 def delete(conn_id: int) -> Response | str:

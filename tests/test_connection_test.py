@@ -1,0 +1,119 @@
+""""Test the saved connection": the stored credentials tried against the service (a real SMTP
+server, a server keeping HubSpot's contract) without sending anything anyone sees."""
+from __future__ import annotations
+
+import html
+import socket
+
+import pytest
+
+from automations import connections
+from automations.models import Connection
+from tests.conftest import signed_in_client
+from tests.sinks import HttpSink
+from tests.smtp_server import SmtpServer
+from tests.test_connector_hubspot import TOKEN, HubSpotLike
+from web.extensions import core, db
+
+PASSWORD = "s3cret-Smtp-77"
+
+
+def saved(app, kind: str, values: dict) -> int:
+    with app.app_context():
+        return connections.create(db.session, core().secret_box, f"{kind} one", kind, values).id
+
+
+def run_test(app, conn: int) -> tuple[bool, str]:
+    with app.app_context():
+        return connections.run_test(core().secret_box, db.session.get(Connection, conn), core().http, timeout=3)
+
+
+def smtp_values(server: SmtpServer, **extra) -> dict:
+    return {"host": server.host, "port": server.port, "security": server.security, "tls_verify": False,
+            "username": "alice", "password": PASSWORD, "from_address": "robot@acme.example", **extra}
+
+
+def test_smtp_signs_in_and_offers_the_sender_without_sending(app):
+    with SmtpServer(security="starttls", auth=("alice", PASSWORD), auth_required=True) as server:
+        conn = saved(app, "smtp", smtp_values(server))
+        passed, message = run_test(app, conn)
+        assert (passed, message) == (True, (f"signed in to 127.0.0.1:{server.port} as alice; the server "
+                                           "accepts mail from robot@acme.example"))
+        assert server.messages == []
+
+
+@pytest.mark.parametrize("change, reject, expected", [
+    ({"password": "wrong-password"}, None, "SMTP server refused the login: 535"),
+    ({}, ("MAIL", "553 5.7.1 robot@acme.example: sender not allowed"),
+     "SMTP server refused the sender robot@acme.example: 553 5.7.1"),
+    ({"security": "ssl"}, None, "TLS error talking to 127.0.0.1:"),
+])
+def test_smtp_says_what_is_wrong(app, change, reject, expected):
+    with SmtpServer(security="starttls", auth=("alice", PASSWORD), auth_required=True) as server:
+        if reject:
+            server.reject(*reject)
+        conn = saved(app, "smtp", smtp_values(server, **change))
+        passed, message = run_test(app, conn)
+    assert not passed and message.startswith(expected), message
+    assert PASSWORD not in message and "wrong-password" not in message
+
+
+def test_smtp_with_nothing_listening(app):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conn = saved(app, "smtp", {"host": "127.0.0.1", "port": port, "security": "none",
+                               "from_address": "robot@acme.example"})
+    assert run_test(app, conn) == (False, f"connection refused by 127.0.0.1:{port}")
+
+
+@pytest.fixture
+def hubspot():
+    contract = HubSpotLike()
+    with HttpSink(contract) as sink:
+        sink.contract = contract  # type: ignore[attr-defined]
+        yield sink
+
+
+def test_hubspot_reads_one_contact_and_writes_nothing(app, hubspot):
+    conn = saved(app, "hubspot_private_app", {"access_token": TOKEN, "base_url": hubspot.url})
+    assert run_test(app, conn) == (True, f"the token works: {hubspot.url} lets it read contacts")
+    [req] = hubspot.requests
+    assert (req.method, req.path, req.query) == ("GET", "/crm/v3/objects/contacts", {"limit": ["1"]})
+    assert hubspot.contract.contacts == {}
+
+
+@pytest.mark.parametrize("token, scopes, expected", [
+    ("pat-na1-wrong", None, ["HubSpot refused the token: Authentication credentials not found",
+                             "(HTTP 401, INVALID_AUTHENTICATION", "paste the app's current access token"]),
+    (TOKEN, set(), ["HubSpot refused the token: This app hasn't been granted all required scopes",
+                    "(HTTP 403, MISSING_SCOPES", "lacks the crm.objects.contacts.read scope"]),
+])
+def test_hubspot_says_what_is_wrong(app, hubspot, token, scopes, expected):
+    if scopes is not None:
+        hubspot.contract.scopes = scopes
+    conn = saved(app, "hubspot_private_app", {"access_token": token, "base_url": hubspot.url})
+    passed, message = run_test(app, conn)
+    assert not passed and all(part in message for part in expected), message
+    assert token not in message
+
+
+def test_a_type_without_a_test(app):
+    conn = saved(app, "slack_webhook", {"webhook_url": "https://hooks.slack.com/services/T0/B0/x"})
+    assert run_test(app, conn) == (False, "a slack_webhook connection has no test")
+
+
+def test_the_page_offers_the_test_to_admins_and_shows_the_result(app):
+    admin = signed_in_client(app, "admin")
+    with SmtpServer(security="none") as server:
+        conn = saved(app, "smtp", {"host": server.host, "port": server.port, "security": "none",
+                                   "from_address": "robot@acme.example"})
+        page = admin.get(f"/connections/{conn}/edit").get_data(as_text=True)
+        assert "Test the saved connection" in page
+        result = admin.post(f"/connections/{conn}/test", follow_redirects=True)
+    text = html.unescape(result.get_data(as_text=True))
+    assert f"Test passed: signed in to 127.0.0.1:{server.port}; the server accepts mail from robot@acme.example." in text
+    slack = saved(app, "slack_webhook", {"webhook_url": "https://hooks.slack.com/services/T0/B0/x"})
+    assert "Test the saved connection" not in admin.get(f"/connections/{slack}/edit").get_data(as_text=True)
+    editor = signed_in_client(app, "editor")
+    assert editor.post(f"/connections/{conn}/test").status_code == 403
