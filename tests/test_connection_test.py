@@ -10,9 +10,8 @@ import pytest
 from automations import connections
 from automations.models import Connection
 from tests.conftest import signed_in_client
-from tests.sinks import HttpSink
 from tests.smtp_server import SmtpServer
-from tests.test_connector_hubspot import TOKEN, HubSpotLike
+from tests.test_connector_hubspot import TOKEN, hubspot  # noqa: F401 - the fixture
 from web.extensions import core, db
 
 PASSWORD = "s3cret-Smtp-77"
@@ -67,15 +66,7 @@ def test_smtp_with_nothing_listening(app):
     assert run_test(app, conn) == (False, f"connection refused by 127.0.0.1:{port}")
 
 
-@pytest.fixture
-def hubspot():
-    contract = HubSpotLike()
-    with HttpSink(contract) as sink:
-        sink.contract = contract  # type: ignore[attr-defined]
-        yield sink
-
-
-def test_hubspot_reads_one_contact_and_writes_nothing(app, hubspot):
+def test_hubspot_reads_one_contact_and_writes_nothing(app, hubspot):  # noqa: F811
     conn = saved(app, "hubspot_private_app", {"access_token": TOKEN, "base_url": hubspot.url})
     assert run_test(app, conn) == (True, f"the token works: {hubspot.url} lets it read contacts")
     [req] = hubspot.requests
@@ -89,7 +80,7 @@ def test_hubspot_reads_one_contact_and_writes_nothing(app, hubspot):
     (TOKEN, set(), ["HubSpot refused the token: This app hasn't been granted all required scopes",
                     "(HTTP 403, MISSING_SCOPES", "lacks the crm.objects.contacts.read scope"]),
 ])
-def test_hubspot_says_what_is_wrong(app, hubspot, token, scopes, expected):
+def test_hubspot_says_what_is_wrong(app, hubspot, token, scopes, expected):  # noqa: F811
     if scopes is not None:
         hubspot.contract.scopes = scopes
     conn = saved(app, "hubspot_private_app", {"access_token": token, "base_url": hubspot.url})
