@@ -96,11 +96,13 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
         if stopped_at is not None:
             shown.note = f"not reached for this event: step '{stopped_at}' stops the run first"
         rendered: dict[str, Any] = {}
+        timed_out = False
         for f in action.fields:
             value = raw.get(f.name, f.default)
             item = InputPreview(f.name, f.label)
             if f.template and value is not None and time.monotonic() > deadline:
                 item.error = f"not previewed: the preview took longer than {budget:g} s"
+                timed_out = True
                 shown.inputs.append(item)
                 continue
             try:
@@ -110,7 +112,7 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
                 item.error = str(exc)
             if item.value not in (None, "", [], {}) or item.error:
                 shown.inputs.append(item)
-        if action.halts is not None and stopped_at is None:
+        if action.halts is not None and stopped_at is None and not timed_out:  # no verdict unrendered
             if any(reads_name(v, "steps") for v in raw.values()):
                 shown.note = "decided during the run: the condition uses an earlier step's output"
             elif any(i.error for i in shown.inputs):

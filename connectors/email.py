@@ -90,12 +90,17 @@ def _format(pairs: list[tuple[str, str]]) -> str:
     return ", ".join(str(Address(display_name=d, addr_spec=a)) for d, a in pairs)
 
 
-def build_message(inputs: dict[str, Any], creds: dict[str, Any], idempotency_key: str
-                  ) -> tuple[EmailMessage, str, list[str]]:
-    """The message, the envelope sender and every envelope recipient (Bcc included)."""
+def _sender(creds: dict[str, Any]) -> str:
     sender = str(creds.get("from_address") or "").strip()
     if not _ADDR.match(sender):
         raise PermanentError(f"from_address: {sender!r} is not a valid email address (check the connection)")
+    return sender
+
+
+def build_message(inputs: dict[str, Any], creds: dict[str, Any], idempotency_key: str
+                  ) -> tuple[EmailMessage, str, list[str]]:
+    """The message, the envelope sender and every envelope recipient (Bcc included)."""
+    sender = _sender(creds)
     to = _addresses(inputs.get("to"), "to", required=True)
     cc, bcc = _addresses(inputs.get("cc"), "cc"), _addresses(inputs.get("bcc"), "bcc")
     reply_to = _addresses(inputs.get("reply_to"), "reply_to")
@@ -183,6 +188,9 @@ def _session(creds: dict[str, Any], timeout: float, work: Callable[[Any], T]) ->
                              "set tls_verify off only for a self-signed server you trust") from None
     except ssl.SSLError as exc:
         raise PermanentError(f"TLS error talking to {where}: {exc.reason or exc}; check security and port") from None
+    except UnicodeEncodeError as exc:  # smtplib sends AUTH and MAIL FROM as ASCII
+        raise PermanentError(f"{where}: the user name, password or an address is not ASCII, which this SMTP "
+                             f"exchange cannot send ({exc.reason})") from None
     except TimeoutError:
         raise RetryableError(f"timed out after {timeout:g} s talking to {where}") from None
     except ConnectionRefusedError:
@@ -204,7 +212,7 @@ def check_connection(ctx: ActionContext) -> str:
     creds = ctx.credentials
     if not str(creds.get("host") or "").strip():
         raise PermanentError("host: the SMTP connection has no host")
-    sender = str(creds.get("from_address") or "")
+    sender = _sender(creds)  # the check a real send makes first
 
     def offer_sender(smtp: Any) -> None:
         smtp.ehlo_or_helo_if_needed()  # sendmail does this itself; mail() alone does not

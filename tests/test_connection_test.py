@@ -108,3 +108,46 @@ def test_the_page_offers_the_test_to_admins_and_shows_the_result(app):
     assert "Test the saved connection" not in admin.get(f"/connections/{slack}/edit").get_data(as_text=True)
     editor = signed_in_client(app, "editor")
     assert editor.post(f"/connections/{conn}/test").status_code == 403
+
+
+def test_the_test_holds_no_database_lock_while_it_talks_to_the_service(tmp_path, monkeypatch):
+    """The review's report: the route's transaction (a POST's takes SQLite's write lock) stayed
+    open through the network exchange, so webhooks waited behind a slow SMTP server."""
+    import dataclasses
+
+    from automations import recipes
+    from connectors.registry import CREDENTIALS
+    from tests.live import LiveServer, make_live_app
+
+    live = LiveServer(make_live_app(tmp_path, INBOUND_WRITE_TIMEOUT=1.0), with_runner=False)
+    try:
+        with live.app.app_context():
+            token = recipes.create(db.session, "r", {}).token
+        seen: list[int] = []
+
+        def slow_service(ctx) -> str:  # a webhook arrives while the test is talking to the server
+            seen.append(live.post(token, json={"during": "the test"}).status_code)
+            return "fine"
+
+        monkeypatch.setitem(CREDENTIALS, "smtp", dataclasses.replace(CREDENTIALS["smtp"], test=slow_service))
+        conn = saved(live.app, "smtp", {"host": "127.0.0.1", "port": 25, "security": "none",
+                                        "from_address": "robot@acme.example"})
+        admin = signed_in_client(live.app, "admin")
+        page = html.unescape(admin.post(f"/connections/{conn}/test", follow_redirects=True).get_data(as_text=True))
+        assert "Test passed: fine." in page and seen == [202]
+    finally:
+        live.close()
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"from_address": "not an address"}, "from_address: 'not an address' is not a valid email address"),
+    ({"password": "pässword-Ümlaut"}, "the user name, password or an address is not ASCII"),
+])
+def test_smtp_refuses_what_a_real_send_would_refuse(app, change, expected):
+    """The review's report: the test passed with a from address every send refuses, and a
+    non-ASCII password gave a 500 instead of an answer."""
+    with SmtpServer(security="none", auth=("alice", PASSWORD)) as server:
+        conn = saved(app, "smtp", smtp_values(server, **change))
+        passed, message = run_test(app, conn)
+    assert not passed and expected in message, message
+    assert "Ümlaut" not in message

@@ -162,6 +162,8 @@ def test_the_preview_says_where_the_run_would_stop():
     missing = preview(definition, _trigger({"paid": True}))
     assert missing.steps[0].note == ("stops the run for this event: the condition cannot be evaluated for it, "
                                      "so the run would end as filtered")
+    unrendered = preview(definition, _trigger({"amount": 50, "paid": True}), budget=0)  # out of time
+    assert unrendered.steps[0].note is None and unrendered.steps[1].note is None  # no verdict, not "filtered"
     later = preview({"steps": [{"key": "a", "action": "http_request", "inputs": {"url": "https://x.example/"}},
                                {"key": "only", "action": "filter",
                                 "inputs": {"condition": "{{ steps.a.body.ok }}"}}]}, _trigger({}))

@@ -121,7 +121,10 @@ def edit(conn_id: int) -> Response | str:
 def test(conn_id: int) -> Response:
     """Try the saved credentials against the service (see ``CredentialType.test``)."""
     conn = db.get_or_404(Connection, conn_id)
-    db.session.rollback()  # the test talks to the network: hold no database lock meanwhile
+    # The test talks to the network: end the transaction first (a POST's holds SQLite's write
+    # lock), keeping the row as read (detached, so nothing reloads it in a new transaction).
+    db.session.expunge(conn)
+    db.session.rollback()
     passed, message = connections.run_test(core().secret_box, conn, core().http)
     flash(f"Test passed: {message}." if passed else f"Test failed: {message}", "success" if passed else "error")
     return redirect(url_for(".edit", conn_id=conn_id))
