@@ -213,9 +213,27 @@ def run(ctx: ActionContext) -> ActionResult:
     raise PermanentError(redact_values(message, (url, token)), **kw)
 
 
+def check_connection(ctx: ActionContext) -> str:
+    """Asks Discord for the webhook itself (GET on its URL, "Get Webhook with Token"): that it
+    exists, that the token is right and which channel it posts to, without posting anything."""
+    url, token = _webhook_url(ctx)
+    resp = ctx.http.request("GET", url, secret_url=True)
+    body = resp.parsed_body()
+    error = body if isinstance(body, dict) else {}
+    if resp.status == 200 and error.get("id"):
+        name = " ".join(str(error.get("name") or "").split())[:80]
+        return f"the webhook {name!r} exists and posts to channel {error.get('channel_id')}"
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    text = str(error.get("message") or "").strip() or " ".join(resp.text[:300].split())[:200]
+    detail = f"{text or 'no error message'} (" + (f"code {code}, " if code is not None else "") + f"HTTP {resp.status})"
+    hint = HINTS.get(code) if code is not None else None
+    message = f"Discord refused the webhook: {detail}" + (f": {hint}" if hint else "")
+    raise PermanentError(redact_values(message, (url, token)))
+
+
 CREDENTIALS = (
     CredentialType(
-        key="discord_webhook", label="Discord webhook",
+        key="discord_webhook", label="Discord webhook", test=check_connection,
         description=("A channel webhook URL from Discord (channel settings → Integrations → Webhooks → "
                      "Copy Webhook URL); it posts to that channel, or to its threads."),
         fields=(

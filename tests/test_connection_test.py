@@ -11,6 +11,8 @@ from automations import connections
 from automations.models import Connection
 from tests.conftest import signed_in_client
 from tests.smtp_server import SmtpServer
+from tests.test_connector_discord import CHANNEL_ID, WEBHOOK_ID, discord  # noqa: F401 - the fixture
+from tests.test_connector_discord import PATH as DISCORD_PATH
 from tests.test_connector_hubspot import TOKEN, hubspot  # noqa: F401 - the fixture
 from web.extensions import core, db
 
@@ -90,8 +92,8 @@ def test_hubspot_says_what_is_wrong(app, hubspot, token, scopes, expected):  # n
 
 
 def test_a_type_without_a_test(app):
-    conn = saved(app, "slack_webhook", {"webhook_url": "https://hooks.slack.com/services/T0/B0/x"})
-    assert run_test(app, conn) == (False, "a slack_webhook connection has no test")
+    conn = saved(app, "mattermost_webhook", {"webhook_url": "https://chat.example.com/hooks/abc"})
+    assert run_test(app, conn) == (False, "a mattermost_webhook connection has no test")
 
 
 def test_the_page_offers_the_test_to_admins_and_shows_the_result(app):
@@ -151,3 +153,21 @@ def test_smtp_refuses_what_a_real_send_would_refuse(app, change, expected):
         passed, message = run_test(app, conn)
     assert not passed and expected in message, message
     assert "Ümlaut" not in message
+
+
+def test_discord_asks_for_the_webhook_and_posts_nothing(app, discord):  # noqa: F811
+    conn = saved(app, "discord_webhook", {"webhook_url": discord.url + DISCORD_PATH})
+    assert run_test(app, conn) == (True, f"the webhook 'Orders bot' exists and posts to channel {CHANNEL_ID}")
+    [req] = discord.requests
+    assert req.method == "GET" and discord.contract.sent == 0
+
+
+@pytest.mark.parametrize("path, expected", [
+    (f"/api/webhooks/{WEBHOOK_ID}/wrong-token", "Discord refused the webhook: Invalid Webhook Token (code 50027, HTTP 401)"),
+    ("/api/webhooks/1/whatever", "Discord refused the webhook: Unknown Webhook (code 10015, HTTP 404)"),
+])
+def test_discord_says_what_is_wrong_without_the_token(app, discord, path, expected):  # noqa: F811
+    conn = saved(app, "discord_webhook", {"webhook_url": discord.url + path})
+    passed, message = run_test(app, conn)
+    assert not passed and message.startswith(expected), message
+    assert "wrong-token" not in message and "whatever" not in message

@@ -50,6 +50,10 @@ class DiscordLike:
             return Reply(404, {"message": "Unknown Webhook", "code": 10015})
         if found.group(2) != TOKEN:
             return Reply(401, {"message": "Invalid Webhook Token", "code": 50027})
+        if req.method == "GET":  # "Get Webhook with Token": the webhook object, no user
+            return Reply(200, {"type": 1, "id": WEBHOOK_ID, "name": "Orders bot", "avatar": None,
+                               "channel_id": CHANNEL_ID, "guild_id": "334455667788990011",
+                               "application_id": None, "token": TOKEN})
         if req.method != "POST":
             return Reply(405, {"message": "405: Method Not Allowed", "code": 0})
         if self.next_error is not None:
