@@ -186,8 +186,9 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     inputs: dict[str, Any] | None = None
     retry_after: float | datetime | None = None
     halted: str | None = None  # why the run ends at this step ("only continue if")
+    action = ACTIONS.get(action_key)
     try:
-        if action_key not in ACTIONS:
+        if action is None:
             raise PermanentError(f"unknown action '{action_key}'")
         if step.get("connection") and conn is None:
             raise PermanentError(f"connection {step['connection']} no longer exists")
@@ -195,17 +196,16 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
         try:
             inputs = _step_inputs(action_key, step.get("inputs") or {}, context)
         except TemplateError as exc:
-            if ACTIONS[action_key].halts is None:
+            if action.halts is None:
                 raise
             # a condition that cannot be worked out for this event (the value it compares is
             # missing): the event is not one this recipe acts on
             inputs, halted = {}, f"the condition could not be evaluated for this event ({exc})"
-        ctx = ActionContext(inputs=inputs, credentials=connections_mod.credentials_for(core.secret_box, conn),
-                            http=core.http, idempotency_key=f"hookline-{run.id}-{key}")
-        action = ACTIONS[action_key]
         if halted:
             result = ActionResult(output={"passed": False, "reason": halted})
         else:
+            ctx = ActionContext(inputs=inputs, credentials=connections_mod.credentials_for(core.secret_box, conn),
+                                http=core.http, idempotency_key=f"hookline-{run.id}-{key}")
             result = action.run(ctx)
             if action.halts is not None and action.halts(inputs):
                 halted = "the condition was false"
@@ -230,10 +230,10 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     record.input = inputs
     _scrub(record, secrets)
     if outcome == "succeeded":
-        if halted:  # an "Only continue if" whose condition was false: the later steps do not run
+        if halted and action is not None:  # an "Only continue if" said no: the later steps do not run
             later = "" if last else "; the later steps did not run"
             return _finish(core, run, owner, RunStatus.FILTERED,
-                           f"stopped at step '{key}' ({ACTIONS[action_key].label}): {halted}{later}",
+                           f"stopped at step '{key}' ({action.label}): {halted}{later}",
                            record, outputs, index + 1)
         if last:
             return _finish(core, run, owner, RunStatus.SUCCEEDED, None, record, outputs, index + 1)

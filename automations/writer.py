@@ -139,10 +139,12 @@ class BatchWriter:
                 batch = [item for item in batch if not item[1].gave_up()]
                 if not batch:
                     continue
-            urgent = [item for item in batch if getattr(item[0], "urgent", False)]
-            if urgent and len(urgent) < len(batch):  # someone is on the line: answer them first
+            urgent, rest = [], []
+            for item in batch:
+                (urgent if getattr(item[0], "urgent", False) else rest).append(item)
+            if urgent and rest:  # someone is on the line: answer them first
                 self._commit(urgent)
-                batch = [item for item in batch if not getattr(item[0], "urgent", False)]
+                batch = rest
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Work, Completion]]) -> None:

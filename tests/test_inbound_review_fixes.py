@@ -358,7 +358,6 @@ def test_long_content_type_is_stored_cut_to_200_characters_on_postgres(tmp_path,
             db.engine.dispose()
 
 
-
 @pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", None])
 def test_json_with_a_byte_order_mark_parses(content_type):
     parsed = parse_body(content_type, b'\xef\xbb\xbf{"email": "ann@example.com"}')
