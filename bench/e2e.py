@@ -596,6 +596,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "errors": lg["errors"],
                 "unanswered": lg["unanswered"],
                 "each_second": lg["acks_each_second"],
+                "p99_ms_each_second": lg.get("ack_p99_ms_each_second"),
             },
             "deliveries": {
                 "count": full.get("count"),
@@ -675,6 +676,8 @@ def print_text(r: dict[str, Any]) -> None:
     if c.get("rate"):
         sv = a["service_ms"]
         print(f"  from when each request left: p50 {_f(sv['p50'], 2)}  p99 {_f(sv['p99'], 2)}")
+    if a.get("p99_ms_each_second"):  # one bad second, or a tail spread over the run?
+        print("  p99 ms by second (when due): " + " ".join(_f(x, 1) for x in a["p99_ms_each_second"]))
     non = ", ".join(f"{k}: {v}" for k, v in sorted(a["non_202"].items())) or "none"
     errs = ", ".join(f"{k}: {v}" for k, v in sorted(a["errors"].items())) or "none"
     print(f"  non-202: {non}   connection errors: {errs}   unanswered: {a['unanswered']}")

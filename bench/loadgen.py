@@ -55,9 +55,11 @@ class Load:
         self.errors: Counter[str] = Counter()
         self.acked: list[int] = []
         self.ack_times: list[float] = []   # wall time of each 202
+        self.due_offsets: list[float] = []  # seconds from the load's start to when each 202's request was due
         self.unknown: list[int] = []       # sent, no answer (connection error/timeout)
         self.connects = 0
         self.start_wall = self.end_wall = 0.0
+        self.start_perf = 0.0
         self.head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: hookline-bench\r\n"
                      "Content-Type: application/json\r\nAccept: */*\r\n").encode()
         self.secret = github_secret
@@ -119,6 +121,7 @@ class Load:
                     self.service.append(answered - t0)
                     self.acked.append(n)
                     self.ack_times.append(time.time())
+                    self.due_offsets.append(scheduled - self.start_perf)
                 if not keep_alive(start, headers):
                     writer.close()
                     reader = writer = None
@@ -128,10 +131,16 @@ class Load:
 
     async def run(self) -> None:
         self.start_wall = time.time()
-        start = time.perf_counter()
+        start = self.start_perf = time.perf_counter()
         deadline = start + self.duration
         await asyncio.gather(*(self.connection(start, deadline, i) for i in range(self.connections)))
         self.end_wall = time.time()
+
+    def _p99_each_second(self, seconds: int) -> list[float | None]:
+        by_second: list[list[float]] = [[] for _ in range(seconds)]
+        for due, lat in zip(self.due_offsets, self.latencies, strict=True):
+            by_second[min(max(int(due), 0), seconds - 1)].append(lat * 1000.0)
+        return [percentile(sorted(xs), 99) for xs in by_second]
 
     def result(self, full: bool) -> dict:
         lat = sorted(x * 1000.0 for x in self.latencies)
@@ -163,6 +172,8 @@ class Load:
             },
             "service_ms": {"p50": percentile(service, 50), "p99": percentile(service, 99)},
             "acks_each_second": [per_second.get(i, 0) for i in range(int(window) + 1)],
+            # is the tail spread over the run or bunched into a few stalls?
+            "ack_p99_ms_each_second": self._p99_each_second(int(window) + 1),
             "cpu_s": usage.ru_utime + usage.ru_stime,
         }
         if full:
