@@ -98,10 +98,13 @@ class Runner:
         self.notify()
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
         """Stop claiming; let in-flight runs finish their current step within ``timeout`` (each
         is then released at its checkpoint, see ``execute``); release those not started. The
-        leases of runs in flight are renewed until they are done."""
+        leases of runs in flight are renewed until they are done. Returns whether every run
+        finished in time; if not, those still going are queued again, and their threads, which
+        the interpreter would wait for at exit, are left behind: the caller should exit with
+        ``os._exit``."""
         self._stopping.set()
         self._wake.set()
         if self._scheduler.running:  # only lease renewal goes on while runs drain
@@ -123,10 +126,28 @@ class Runner:
                 log.warning("could not release %d claimed runs (%s); their leases will expire", len(pending), exc)
         done = threading.Event()
         threading.Thread(target=lambda: (self._pool.shutdown(wait=True), done.set()), daemon=True).start()
-        if not done.wait(timeout):
-            log.warning("runs still in flight after %.0fs; their leases will expire and be retaken", timeout)
+        finished = done.wait(timeout)
+        if not finished:
+            self._take_back_stuck(timeout)
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        return finished
+
+    def _take_back_stuck(self, timeout: float) -> None:
+        """Runs still in flight when the process is about to exit are queued again now, so the
+        next start runs them at once instead of after their leases expire (LEASE_SECONDS, five
+        minutes by default). Their attempt counts, as with an expired lease: the step under way
+        may have reached its receiver. A late write from one of them is refused by the lease fence."""
+        with self._lock:
+            stuck = len(self._inflight)
+        try:
+            n = self.core.writer.submit(partial(queue.take_back, owner=self.owner, now=self.core.clock.now()))
+        except (ConnectionError, TimeoutError) as exc:  # the database or the web process is gone
+            log.warning("%d runs still in flight after %.0f s; could not queue them again (%s): their "
+                        "leases will expire and be retaken", stuck, timeout, exc)
+            return
+        log.warning("%d runs still in flight after %.0f s (SHUTDOWN_SECONDS) were queued again; the step "
+                    "each was in may have reached its receiver and will be sent again", n, timeout)
 
     def notify(self) -> None:
         self._wake.set()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import requests
 
 from tests.sinks import HttpSink, Reply
@@ -91,6 +92,56 @@ def test_sigterm_finishes_in_flight_runs_and_releases_the_rest(tmp_path):
             sink.wait_for(6, timeout=30)
             time.sleep(0.5)
             assert sorted(r.json()["n"] for r in sink.requests) == list(range(6))  # none twice
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+
+
+def _statuses(instance):
+    import sqlite3
+
+    db = sqlite3.connect(instance / "hookline.db")
+    try:
+        return db.execute("select status, attempt from runs").fetchall()
+    finally:
+        db.close()
+
+
+def _slow_first(delay: float):
+    """A receiver whose first answer takes ``delay`` seconds, the rest none."""
+    seen = []
+
+    def handler(req):
+        seen.append(req)
+        return Reply(200, "ok", delay=delay if len(seen) == 1 else 0.0)
+    return handler
+
+
+@pytest.mark.parametrize("layout", [(), ("--no-runner-process",)], ids=["runner-child", "one-process"])
+def test_shutdown_seconds_bounds_the_wait_and_a_run_still_in_flight_is_run_at_the_next_start(tmp_path, layout):
+    """Reported: SIGTERM waited the full 30 s for a slow receiver (the orchestrator kills at
+    10 s), and after the restart the run sat 'running' until its five-minute lease expired."""
+    with HttpSink(_slow_first(8.0)) as sink:
+        instance = tmp_path / "instance"
+        token = write_recipe(instance, sink.url)
+        port = free_port()
+        env = {"HOOKLINE_SHUTDOWN_SECONDS": "1", "HOOKLINE_LEASE_SECONDS": "300"}
+        proc = start_server(instance, port, *layout, env=env)
+        try:
+            assert requests.post(f"http://127.0.0.1:{port}/hooks/{token}", json={"n": 7}, timeout=5).status_code == 202
+            sink.wait_for(1, timeout=10)  # the step is waiting on the receiver
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            stopped_in = time.monotonic() - t0
+            assert stopped_in < 6.0, stopped_in  # the receiver answers after 8 s
+            assert _statuses(instance) == [("queued", 1)]  # not left 'running' under a live lease
+            proc = start_server(instance, port, *layout, env=env)
+            sink.wait_for(2, timeout=15)  # at once, not after LEASE_SECONDS
+            deadline = time.monotonic() + 10
+            while _statuses(instance) != [("succeeded", 2)] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _statuses(instance) == [("succeeded", 2)]
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)

@@ -66,7 +66,8 @@ def serve(instance: str | None, host: str | None, port: int | None, no_worker: b
             runner_process = runner_process_wanted(app.config["RUNNER_PROCESS"])
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-    _serve(app, with_worker=not no_worker, runner_process=runner_process, host=host, port=port)
+    _serve(app, with_worker=not no_worker, runner_process=runner_process, host=host, port=port,
+           shutdown_timeout=float(app.config["SHUTDOWN_SECONDS"]))
 
 
 @main.command()
@@ -81,7 +82,8 @@ def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None, own
     """Run only the runner: claim and execute due runs until SIGTERM."""
     from .worker import run_worker, worker_core
 
-    run_worker(worker_core(_instance_path(instance)), wake_fd=wake_fd, writer_fd=writer_fd, owner=owner)
+    core = worker_core(_instance_path(instance))
+    run_worker(core, shutdown_timeout=core.shutdown_seconds, wake_fd=wake_fd, writer_fd=writer_fd, owner=owner)
 
 
 @main.command("init-db")

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOUND_TIMEOUT": 30.0,
     "DNS_CACHE_SECONDS": 30.0,     # how long an outbound host name's addresses are reused; 0: look up every call
     "LEASE_SECONDS": 300,
+    # On SIGTERM, how long serve and worker let runs in flight finish their current step
+    # before exiting; runs still going then are queued again for the next start.
+    "SHUTDOWN_SECONDS": 30.0,
     "POLL_INTERVAL": 1.0,
     "RUNS_PER_PAGE": 50,
     "INBOUND_RATE": 1000.0,        # requests per second per inbound URL (burst: 2 s worth); 0: off

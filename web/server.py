@@ -24,6 +24,7 @@ from automations.logredact import install as install_log_redaction
 from automations.runner import Runner
 
 from .runner_process import RunnerProcess
+from .worker import exit_leaving_threads
 
 log = logging.getLogger("hookline")
 
@@ -96,7 +97,9 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
         if not stopping.is_set():
             raise
     finally:
-        if runner is not None:
+        if isinstance(runner, Runner) and not runner.stop(shutdown_timeout):
+            exit_leaving_threads()
+        elif runner is not None:
             runner.stop(shutdown_timeout)
 
 

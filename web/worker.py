@@ -8,9 +8,12 @@ same engine core from it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -60,4 +63,16 @@ def run_worker(core: Core, shutdown_timeout: float = 30.0, wake_fd: int | None =
     writes = "; writes through the web process" if writer_fd is not None else ""
     print(f"Hookline worker {runner.owner} running ({runner.threads} threads{writes})", flush=True)
     stop.wait()
-    runner.stop(shutdown_timeout)
+    if not runner.stop(shutdown_timeout):
+        exit_leaving_threads()
+
+
+def exit_leaving_threads() -> None:
+    """Exit now, status 0, after the runner gave up waiting for its runs (they are queued
+    again): a normal exit would join the pool's threads, each still waiting on a receiver for
+    up to OUTBOUND_TIMEOUT, and overrun the SHUTDOWN_SECONDS an orchestrator was promised."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
