@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Iterator
+from secrets import token_hex
 from typing import Any
 
 from sqlalchemy import select
@@ -208,7 +209,9 @@ def run_test(box: SecretBox, conn: Connection, http: OutboundClient, timeout: fl
         creds = credentials_for(box, conn)
     except SecretsError as exc:
         return False, str(exc)
-    ctx = ActionContext(inputs={}, credentials=creds, http=http, idempotency_key=f"hookline-test-{conn.id}",
+    # a key of its own per test: a receiver that honours Idempotency-Key would drop a second test
+    ctx = ActionContext(inputs={}, credentials=creds, http=http,
+                        idempotency_key=f"hookline-test-{conn.id}-{token_hex(6)}",
                         smtp_timeout=timeout)
     try:
         return True, ctype.test(ctx)

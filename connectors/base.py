@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,6 +50,9 @@ class CredentialType:
     # anything anyone would see (no message posted, no mail sent); returns what it found, or
     # raises a ConnectorError saying what is wrong. ``ctx.inputs`` is empty.
     test: Callable[[ActionContext], str] | None = None
+    # The test posts something people see (a chat webhook can only be tried by posting): the
+    # page then offers "Send a test message" and says so, instead of "Test the saved connection".
+    test_posts: bool = False
 
     @property
     def secret_names(self) -> frozenset[str]:
@@ -136,3 +139,20 @@ def json_input(name: str, value: Any) -> Any:
         except ValueError as exc:
             raise PermanentError(f"{name}: invalid JSON ({exc})") from None
     return value
+
+
+TEST_MESSAGE = "Hookline: a test message sent from this connection's page. The webhook works."
+
+
+def message_test(run: Callable[[ActionContext], ActionResult], service: str) -> Callable[[ActionContext], str]:
+    """A chat webhook's connection test: posting is the only way to learn whether a webhook URL
+    works (none of these services has a read call for it), so it posts :data:`TEST_MESSAGE`
+    through the action's own ``run``, with its checks and its error hints."""
+
+    def test(ctx: ActionContext) -> str:
+        run(replace(ctx, inputs={"text": TEST_MESSAGE}))
+        return f"{service} accepted a test message: look for it where this webhook posts"
+
+    test.__doc__ = (f"Posts a short test message through the webhook (a {service} incoming webhook "
+                    "can only be tried by posting), so it appears where the webhook posts.")
+    return test

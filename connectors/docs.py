@@ -33,6 +33,7 @@ def markdown() -> str:
         out += [f"## {ctype.label} (`{ctype.key}`)", "", ctype.description, ""]
         if ctype.test is not None:
             why = (ctype.test.__doc__ or "").strip().split("\n\n")[0]
-            out += ["Its page has **Test the saved connection**: " + " ".join(why.split()), ""]
+            button = "Send a test message" if ctype.test_posts else "Test the saved connection"
+            out += [f"Its page has **{button}**: " + " ".join(why.split()), ""]
         out += [_field_line(f) for f in ctype.fields] + [""]
     return "\n".join(out)

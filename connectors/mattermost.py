@@ -26,6 +26,7 @@ from .base import (
     PermanentError,
     RetryableError,
     json_input,
+    message_test,
 )
 from .outbound import OutboundResponse, retry_hint
 from .redaction import redact_values
@@ -220,6 +221,7 @@ def run(ctx: ActionContext) -> ActionResult:
 CREDENTIALS = (
     CredentialType(
         key="mattermost_webhook", label="Mattermost incoming webhook",
+        test=message_test(run, "Mattermost"), test_posts=True,
         description=("An incoming-webhook URL from a Mattermost server (Integrations > Incoming Webhooks); it posts "
                      "to the channel chosen when it was made, or to another channel of its team unless locked. "
                      "A server on a private network (10.x, 192.168.x, an internal name) is refused until the "

@@ -20,6 +20,7 @@ from .base import (
     PermanentError,
     RetryableError,
     json_input,
+    message_test,
 )
 from .outbound import retry_hint
 
@@ -97,6 +98,7 @@ def run(ctx: ActionContext) -> ActionResult:
 CREDENTIALS = (
     CredentialType(
         key="slack_webhook", label="Slack incoming webhook",
+        test=message_test(run, "Slack"), test_posts=True,
         description="An incoming-webhook URL from a Slack app; it posts to the one channel chosen when it was made.",
         fields=(
             Field("webhook_url", "Webhook URL", required=True, secret=True, template=False,

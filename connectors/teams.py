@@ -39,6 +39,7 @@ from .base import (
     PermanentError,
     RetryableError,
     json_input,
+    message_test,
 )
 from .outbound import SUMMARY_LIMIT, OutboundResponse, retry_hint
 from .redaction import REDACTED, redact_text
@@ -263,6 +264,7 @@ def run(ctx: ActionContext) -> ActionResult:
 CREDENTIALS = (
     CredentialType(
         key="teams_webhook", label="Microsoft Teams incoming webhook",
+        test=message_test(run, "Teams"), test_posts=True,
         description=("A Teams channel's incoming-webhook URL: a Workflows URL (Power Automate, "
                      "\"Post to a channel when a webhook request is received\", the kind Microsoft recommends) "
                      "or a legacy Office 365 connector URL (….webhook.office.com/webhookb2/…). "

@@ -9,11 +9,16 @@ import pytest
 
 from automations import connections
 from automations.models import Connection
+from connectors.base import TEST_MESSAGE
 from tests.conftest import signed_in_client
+from tests.sinks import Reply
 from tests.smtp_server import SmtpServer
 from tests.test_connector_discord import CHANNEL_ID, WEBHOOK_ID, discord  # noqa: F401 - the fixture
 from tests.test_connector_discord import PATH as DISCORD_PATH
 from tests.test_connector_hubspot import TOKEN, hubspot  # noqa: F401 - the fixture
+from tests.test_connector_mattermost import KEY, mattermost  # noqa: F401 - the fixture
+from tests.test_connector_slack import slack  # noqa: F401 - the fixture
+from tests.test_connector_teams import SIG, WORKFLOWS_PATH, teams  # noqa: F401 - the fixture
 from web.extensions import core, db
 
 PASSWORD = "s3cret-Smtp-77"
@@ -92,8 +97,8 @@ def test_hubspot_says_what_is_wrong(app, hubspot, token, scopes, expected):  # n
 
 
 def test_a_type_without_a_test(app):
-    conn = saved(app, "mattermost_webhook", {"webhook_url": "https://chat.example.com/hooks/abc"})
-    assert run_test(app, conn) == (False, "a mattermost_webhook connection has no test")
+    conn = saved(app, "http_auth", {"scheme": "bearer", "token": "t0ken-value"})
+    assert run_test(app, conn) == (False, "a http_auth connection has no test")
 
 
 def test_the_page_offers_the_test_to_admins_and_shows_the_result(app):
@@ -107,7 +112,9 @@ def test_the_page_offers_the_test_to_admins_and_shows_the_result(app):
     text = html.unescape(result.get_data(as_text=True))
     assert f"Test passed: signed in to 127.0.0.1:{server.port}; the server accepts mail from robot@acme.example." in text
     slack = saved(app, "slack_webhook", {"webhook_url": "https://hooks.slack.com/services/T0/B0/x"})
-    assert "Test the saved connection" not in admin.get(f"/connections/{slack}/edit").get_data(as_text=True)
+    page = admin.get(f"/connections/{slack}/edit").get_data(as_text=True)
+    assert "Test the saved connection" not in page  # it would post: the page says so
+    assert "Send a test message" in page and "people where it posts will see it" in page
     editor = signed_in_client(app, "editor")
     assert editor.post(f"/connections/{conn}/test").status_code == 403
 
@@ -171,3 +178,65 @@ def test_discord_says_what_is_wrong_without_the_token(app, discord, path, expect
     passed, message = run_test(app, conn)
     assert not passed and message.startswith(expected), message
     assert "wrong-token" not in message and "whatever" not in message
+
+
+def test_slack_posts_one_test_message(app, slack):  # noqa: F811
+    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + "/services/T000/B000/XXXX"})
+    assert run_test(app, conn) == (True, "Slack accepted a test message: look for it where this webhook posts")
+    [req] = slack.requests
+    assert req.json()["text"] == TEST_MESSAGE
+
+
+def test_slack_says_the_webhook_was_removed_without_its_url(app, slack):  # noqa: F811
+    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + "/gone/T000/B000/XXXX"})
+    passed, message = run_test(app, conn)
+    assert (passed, message) == (False, "Slack rejected the message: no_service (HTTP 404): the webhook was "
+                                        "disabled or removed; create a new one")
+
+
+def test_teams_posts_one_test_message(app, teams):  # noqa: F811
+    conn = saved(app, "teams_webhook", {"webhook_url": teams.url + WORKFLOWS_PATH})
+    assert run_test(app, conn) == (True, "Teams accepted a test message: look for it where this webhook posts")
+    [req] = teams.requests
+    assert TEST_MESSAGE in req.body.decode()
+
+
+def test_teams_says_the_signature_is_wrong_without_showing_it(app, teams):  # noqa: F811
+    conn = saved(app, "teams_webhook", {"webhook_url": teams.url + WORKFLOWS_PATH.replace(SIG, "wrongSIGvalue")})
+    passed, message = run_test(app, conn)
+    assert not passed and "401" in message and "DirectApiAuthorizationRequired" in message, message
+    assert "wrongSIGvalue" not in message and SIG not in message
+
+
+def test_mattermost_posts_one_test_message(app, mattermost):  # noqa: F811
+    conn = saved(app, "mattermost_webhook", {"webhook_url": f"{mattermost.url}/hooks/{KEY}"})
+    assert run_test(app, conn) == (True, "Mattermost accepted a test message: look for it where this webhook posts")
+    assert [p["text"] for p in mattermost.contract.posts] == [TEST_MESSAGE]
+
+
+def test_mattermost_says_the_webhook_is_unknown_without_its_key(app, mattermost):  # noqa: F811
+    conn = saved(app, "mattermost_webhook", {"webhook_url": f"{mattermost.url}/hooks/{'z' * 26}"})
+    passed, message = run_test(app, conn)
+    assert not passed and "Invalid webhook" in message and "404" in message, message
+    assert "z" * 26 not in message
+
+
+def test_each_test_has_its_own_idempotency_key(app, slack):  # noqa: F811
+    """A receiver that honours Idempotency-Key would take a second test for the first one
+    retried, and drop it."""
+    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + "/services/T000/B000/XXXX"})
+    assert run_test(app, conn)[0] and run_test(app, conn)[0]
+    first, second = (r.headers["Idempotency-Key"] for r in slack.requests)
+    assert first != second and first.startswith(f"hookline-test-{conn}-")
+
+
+def test_the_page_sends_a_test_message_and_shows_the_answer(app, slack):  # noqa: F811
+    admin = signed_in_client(app, "admin")
+    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + "/services/T000/B000/XXXX"})
+    slack.contract.next_error = Reply(404, "channel_not_found")
+    text = html.unescape(admin.post(f"/connections/{conn}/test", follow_redirects=True).get_data(as_text=True))
+    assert ("Test failed: Slack rejected the message: channel_not_found (HTTP 404): the channel no longer "
+            "exists") in text
+    slack.contract.next_error = None
+    text = html.unescape(admin.post(f"/connections/{conn}/test", follow_redirects=True).get_data(as_text=True))
+    assert "Test passed: Slack accepted a test message: look for it where this webhook posts." in text
