@@ -111,8 +111,8 @@ def test_the_page_offers_the_test_to_admins_and_shows_the_result(app):
         result = admin.post(f"/connections/{conn}/test", follow_redirects=True)
     text = html.unescape(result.get_data(as_text=True))
     assert f"Test passed: signed in to 127.0.0.1:{server.port}; the server accepts mail from robot@acme.example." in text
-    slack = saved(app, "slack_webhook", {"webhook_url": "https://hooks.slack.com/services/T0/B0/x"})
-    page = admin.get(f"/connections/{slack}/edit").get_data(as_text=True)
+    chat = saved(app, "slack_webhook", {"webhook_url": "https://hooks.slack.com/services/T0/B0/x"})
+    page = admin.get(f"/connections/{chat}/edit").get_data(as_text=True)
     assert "Test the saved connection" not in page  # it would post: the page says so
     assert "Send a test message" in page and "people where it posts will see it" in page
     editor = signed_in_client(app, "editor")
@@ -190,8 +190,9 @@ def test_slack_posts_one_test_message(app, slack):  # noqa: F811
 def test_slack_says_the_webhook_was_removed_without_its_url(app, slack):  # noqa: F811
     conn = saved(app, "slack_webhook", {"webhook_url": slack.url + "/gone/T000/B000/XXXX"})
     passed, message = run_test(app, conn)
-    assert (passed, message) == (False, "Slack rejected the message: no_service (HTTP 404): the webhook was "
-                                        "disabled or removed; create a new one")
+    assert not passed
+    assert message == ("Slack rejected the message: no_service (HTTP 404): the webhook was disabled or removed; "
+                       "create a new one")
 
 
 def test_teams_posts_one_test_message(app, teams):  # noqa: F811

@@ -145,3 +145,24 @@ def test_shutdown_seconds_bounds_the_wait_and_a_run_still_in_flight_is_run_at_th
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
+
+
+@pytest.mark.parametrize("command, key, raw, expected", [
+    ("serve", "PORT", "80a", "Error: HOOKLINE_PORT='80a': expected a whole number, like the default 8080"),
+    ("worker", "SHUTDOWN_SECONDS", "ten",
+     "Error: HOOKLINE_SHUTDOWN_SECONDS='ten': expected a number, like the default 30.0"),
+])
+def test_a_mistyped_setting_is_named_without_a_traceback(tmp_path, command, key, raw, expected):
+    env = {**os.environ, f"HOOKLINE_{key}": raw}
+    out = subprocess.run([*HOOKLINE, command, "--instance", str(tmp_path / "instance")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 1
+    assert out.stderr.strip() == expected and "Traceback" not in out.stdout + out.stderr
+
+
+def test_a_yes_no_setting_refuses_other_words():
+    from web.config import ConfigError, _coerce
+
+    assert _coerce("X", "Yes", False) is True and _coerce("X", "off", True) is False
+    with pytest.raises(ConfigError, match="HOOKLINE_X='maybe': expected one of 1, true, yes, on, 0, false"):
+        _coerce("X", "maybe", False)

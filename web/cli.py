@@ -14,7 +14,7 @@ import click
 from automations.logredact import install as install_log_redaction
 from connectors.redaction import redact_text
 
-from .config import default_instance_path
+from .config import ConfigError, default_instance_path
 
 
 def _app(instance: str | None):
@@ -31,7 +31,15 @@ instance_option = click.option("--instance", envvar="HOOKLINE_INSTANCE_PATH", de
                                help="Instance folder (config.py, keys, SQLite file). Default: ./instance")
 
 
-@click.group()
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:  # a mistyped HOOKLINE_* value: say which, not a traceback
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Main)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
     """Hookline: webhooks in, actions out, every run kept."""

@@ -57,13 +57,24 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
 
-def _coerce(raw: str, default: Any) -> Any:
+class ConfigError(ValueError):
+    """A setting that cannot be used, named as the person set it (the CLI shows it without a traceback)."""
+
+
+def _coerce(key: str, raw: str, default: Any) -> Any:
+    word = raw.strip().lower()
     if isinstance(default, bool):
-        return raw.strip().lower() in TRUE_WORDS
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise ConfigError(f"HOOKLINE_{key}={raw!r}: expected one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
+    try:
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        kind = "a whole number" if isinstance(default, int) else "a number"
+        raise ConfigError(f"HOOKLINE_{key}={raw!r}: expected {kind}, like the default {default!r}") from None
     if isinstance(default, list):
         return [part.strip() for part in raw.split(",") if part.strip()]
     return raw
@@ -83,7 +94,7 @@ def settings(instance_path: str | Path, test_config: dict[str, Any] | None = Non
         for key, default in DEFAULTS.items():
             raw = os.environ.get(f"HOOKLINE_{key}")
             if raw is not None:
-                config[key] = _coerce(raw, default)
+                config[key] = _coerce(key, raw, default)
     else:
         config.update(test_config)
     # 0700 when created here (keys, password hashes, event bodies); an existing folder keeps
