@@ -41,7 +41,7 @@ class Core:
     poll_interval: float = 1.0
     runner_threads: int = 32
     retention_days: float = 30.0
-    shutdown_seconds: float = 30.0  # on SIGTERM, how long runs in flight may take to finish their step
+    shutdown_seconds: float = 20.0  # on SIGTERM, how long runs in flight may take to finish their step
     definitions: DefinitionCache = field(default_factory=DefinitionCache)
     session_factory: Callable[[], Session] = field(init=False)
     read_session_factory: Callable[[], Session] = field(init=False)
@@ -164,5 +164,5 @@ def build_core(engine: Engine, config: dict[str, Any], instance_path: str | Path
         poll_interval=float(config.get("POLL_INTERVAL", 1.0)),
         runner_threads=int(config.get("RUNNER_THREADS", 32)),
         retention_days=float(config.get("RETENTION_DAYS", 30)),
-        shutdown_seconds=float(config.get("SHUTDOWN_SECONDS", 30.0)),
+        shutdown_seconds=float(config.get("SHUTDOWN_SECONDS", 20.0)),
     )

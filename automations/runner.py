@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -98,13 +99,15 @@ class Runner:
         self.notify()
         return self
 
-    def stop(self, timeout: float = 30.0) -> bool:
+    def stop(self, timeout: float = 20.0) -> bool:
         """Stop claiming; let in-flight runs finish their current step within ``timeout`` (each
         is then released at its checkpoint, see ``execute``); release those not started. The
         leases of runs in flight are renewed until they are done. Returns whether every run
         finished in time; if not, those still going are queued again, and their threads, which
         the interpreter would wait for at exit, are left behind: the caller should exit with
         ``os._exit``."""
+        timeout = max(0.0, timeout)
+        deadline = time.monotonic() + timeout  # one bound for the whole stop
         self._stopping.set()
         self._wake.set()
         if self._scheduler.running:  # only lease renewal goes on while runs drain
@@ -126,7 +129,9 @@ class Runner:
                 log.warning("could not release %d claimed runs (%s); their leases will expire", len(pending), exc)
         done = threading.Event()
         threading.Thread(target=lambda: (self._pool.shutdown(wait=True), done.set()), daemon=True).start()
-        finished = done.wait(timeout)
+        finished = done.wait(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            finished = finished or not self._inflight  # a zero timeout on an idle runner
         if not finished:
             self._take_back_stuck(timeout)
         if self._scheduler.running:
@@ -140,14 +145,16 @@ class Runner:
         may have reached its receiver. A late write from one of them is refused by the lease fence."""
         with self._lock:
             stuck = len(self._inflight)
-        try:
-            n = self.core.writer.submit(partial(queue.take_back, owner=self.owner, now=self.core.clock.now()))
-        except (ConnectionError, TimeoutError) as exc:  # the database or the web process is gone
-            log.warning("%d runs still in flight after %.0f s; could not queue them again (%s): their "
+        try:  # briefly: the process is expected to exit now
+            n = self.core.writer.submit(partial(queue.take_back, owner=self.owner, now=self.core.clock.now()),
+                                        timeout=5.0, grace=1.0)
+        except Exception as exc:  # noqa: BLE001 - the database or the web process is gone or stalled
+            log.warning("%d runs still in flight after %g s; could not queue them again (%s): their "
                         "leases will expire and be retaken", stuck, timeout, exc)
             return
-        log.warning("%d runs still in flight after %.0f s (SHUTDOWN_SECONDS) were queued again; the step "
-                    "each was in may have reached its receiver and will be sent again", n, timeout)
+        log.warning("%d runs still in flight after %g s (SHUTDOWN_SECONDS) were queued again: the next start "
+                    "runs them again (the step each was in may have reached its receiver already), or ends "
+                    "as dead those that were at their last attempt", n, timeout)
 
     def notify(self) -> None:
         self._wake.set()

@@ -131,9 +131,9 @@ def main() -> int:
     if acks:
         speed = acks / ISSUE_REFERENCE_ACKS
         print(f"  the issue measured about {ISSUE_REFERENCE_ACKS:,.0f}/s: this machine runs this load at "
-              f"{speed:.2f}x the issue's machine's speed; multiply e2e figures by "
-              f"{result['scale_to_issue_machine']:.2f} (roughly: not every part scales alike) to compare them "
-              "with the issue's targets")
+              f"{speed:.2f}x the issue's machine's speed; to compare e2e figures with the issue's targets, "
+              f"multiply throughputs by {result['scale_to_issue_machine']:.2f} and divide latencies by it "
+              "(roughly: not every part scales alike)")
     return 0
 
 

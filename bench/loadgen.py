@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import resource
 import sys
 import time
@@ -173,7 +174,7 @@ class Load:
             "service_ms": {"p50": percentile(service, 50), "p99": percentile(service, 99)},
             "acks_each_second": [per_second.get(i, 0) for i in range(int(window) + 1)],
             # is the tail spread over the run or bunched into a few stalls?
-            "ack_p99_ms_each_second": self._p99_each_second(int(window) + 1),
+            "ack_p99_ms_each_second": self._p99_each_second(max(1, math.ceil(self.duration))),
             "cpu_s": usage.ru_utime + usage.ru_stime,
         }
         if full:

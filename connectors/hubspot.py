@@ -131,8 +131,12 @@ def build_input(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def _base_url(creds: dict[str, Any]) -> str:
     base = str(creds.get("base_url") or "").strip() or DEFAULT_BASE_URL
-    parts = urlsplit(base)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+    try:
+        parts = urlsplit(base)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        host = None
+    if not host or parts.scheme.lower() not in ("http", "https") or parts.query or parts.fragment:
         raise PermanentError(f"base_url: {base[:200]!r} is not an http(s) URL like {DEFAULT_BASE_URL}")
     return base.rstrip("/")
 

@@ -114,7 +114,10 @@ def _icon_url(value: Any) -> str | None:
     url = str(value or "").strip()
     if not url:
         return None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise PermanentError("icon_url: must be an http(s) URL of an image") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise PermanentError("icon_url: must be an http(s) URL of an image")
     return url

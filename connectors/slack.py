@@ -72,11 +72,15 @@ def _payload(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def run(ctx: ActionContext) -> ActionResult:
     url = str(ctx.credentials.get("webhook_url") or "").strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket: not a URL at all
+        host = None
+    if not host or parts.scheme.lower() not in ("http", "https"):
         raise PermanentError("webhook_url: the connection needs a Slack webhook URL (https://hooks.slack.com/...)")
-    if parts.hostname != "hooks.slack.com":
-        ctx.logger.info("slack webhook host is %s, not hooks.slack.com", parts.hostname)
+    if host != "hooks.slack.com":
+        ctx.logger.info("slack webhook host is %s, not hooks.slack.com", host)
     payload = _payload(ctx.inputs)
     resp = ctx.http.request("POST", url, json=payload, headers={"Idempotency-Key": ctx.idempotency_key},
                             secret_url=True)  # the client keeps the URL out of its errors

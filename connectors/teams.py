@@ -217,8 +217,12 @@ def _succeeded(kind: Kind, resp: OutboundResponse) -> bool:
 
 def run(ctx: ActionContext) -> ActionResult:
     url = str(ctx.credentials.get("webhook_url") or "").strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket: not a URL at all
+        host = None
+    if not host or parts.scheme.lower() not in ("http", "https"):
         raise PermanentError("webhook_url: the connection needs a Teams webhook URL (a Workflows URL "
                              "https://….logic.azure.com/workflows/… or https://….webhook.office.com/webhookb2/…)")
     kind = kind_of(url)

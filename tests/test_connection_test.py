@@ -241,3 +241,16 @@ def test_the_page_sends_a_test_message_and_shows_the_answer(app, slack):  # noqa
     slack.contract.next_error = None
     text = html.unescape(admin.post(f"/connections/{conn}/test", follow_redirects=True).get_data(as_text=True))
     assert "Test passed: Slack accepted a test message: look for it where this webhook posts." in text
+
+
+@pytest.mark.parametrize("kind, values, expected", [
+    ("slack_webhook", {"webhook_url": "https://[::1/services/T0/B0/x"}, "webhook_url: the connection needs a Slack"),
+    ("teams_webhook", {"webhook_url": "https://[::1/workflows/abc"}, "webhook_url: the connection needs a Teams"),
+    ("hubspot_private_app", {"access_token": TOKEN, "base_url": "https://[::1"}, "base_url: 'https://[::1' is not"),
+])
+def test_a_url_that_cannot_be_split_gets_an_answer_not_a_500(app, kind, values, expected):
+    conn = saved(app, kind, values)
+    passed, message = run_test(app, conn)
+    assert not passed and message.startswith(expected), message
+    admin = signed_in_client(app, "admin")
+    assert admin.post(f"/connections/{conn}/test").status_code == 302

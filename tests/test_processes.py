@@ -150,7 +150,7 @@ def test_shutdown_seconds_bounds_the_wait_and_a_run_still_in_flight_is_run_at_th
 @pytest.mark.parametrize("command, key, raw, expected", [
     ("serve", "PORT", "80a", "Error: HOOKLINE_PORT='80a': expected a whole number, like the default 8080"),
     ("worker", "SHUTDOWN_SECONDS", "ten",
-     "Error: HOOKLINE_SHUTDOWN_SECONDS='ten': expected a number, like the default 30.0"),
+     "Error: HOOKLINE_SHUTDOWN_SECONDS='ten': expected a number, like the default 20.0"),
 ])
 def test_a_mistyped_setting_is_named_without_a_traceback(tmp_path, command, key, raw, expected):
     env = {**os.environ, f"HOOKLINE_{key}": raw}

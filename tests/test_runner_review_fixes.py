@@ -5,6 +5,8 @@ at once. Real SQLite, real HTTP sinks, real processes."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sqlite3
 import sys
 import time
@@ -156,9 +158,12 @@ def test_a_stopping_runner_starts_no_further_step_and_releases_the_run_at_its_ch
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a runner child process needs POSIX pipes")
-def test_a_runner_child_killed_at_shutdown_has_its_runs_queued_again_at_once(tmp_path, monkeypatch):
-    """The child is still busy when the drain time is over: killed, and its run is queued
-    again right away rather than 5 minutes later when its lease would expire."""
+@pytest.mark.parametrize("hung", [False, True], ids=["child-gives-up", "child-hung-and-killed"])
+def test_a_runner_child_still_busy_at_shutdown_has_its_runs_queued_again_at_once(tmp_path, monkeypatch, hung):
+    """The child's run is still waiting on its receiver when the drain time is over: the
+    child queues it again itself and exits, or, hung (stopped here with SIGSTOP), it is
+    killed and serve queues it again; either way at once, not 5 minutes later when its
+    lease would expire."""
     for key, value in {"OUTBOUND_ALLOWLIST": "127.0.0.0/8", "LEASE_SECONDS": "300", "POLL_INTERVAL": "0.2",
                        "RUNNER_THREADS": "2", "OUTBOUND_TIMEOUT": "60"}.items():
         monkeypatch.setenv(f"HOOKLINE_{key}", value)  # read by the child (hookline worker)
@@ -181,7 +186,9 @@ def test_a_runner_child_killed_at_shutdown_has_its_runs_queued_again_at_once(tmp
             run, _ = run_of(app, run_id)
             assert run.status == "running" and run.lease_owner == child.owner
             started = time.monotonic()
-            assert child.stop() == -9  # SIGTERM, 0.5 + 5 s of grace, SIGKILL
+            if hung:
+                os.kill(child.proc.pid, signal.SIGSTOP)  # it cannot act on the SIGTERM
+            assert child.stop() == (-9 if hung else 0)  # SIGTERM; hung: 0.5 + 5 s of grace, SIGKILL
             assert time.monotonic() - started < 15
             run, _ = run_of(app, run_id)
             assert (run.status, run.lease_owner, run.lease_expires_at) == ("queued", None, None)
@@ -240,3 +247,15 @@ def test_a_claim_whose_answer_never_came_gives_its_runs_back_at_once(app, client
         runs = [db.session.get(Run, r) for r in run_ids]
         assert [(r.status, r.lease_owner, r.attempt) for r in runs] == [("queued", None, 0)] * 3
     runner._pool.shutdown()
+
+
+def test_an_idle_runner_stopped_with_no_time_to_spare_says_it_finished(tmp_path, caplog):
+    """SHUTDOWN_SECONDS=0: nothing was in flight, so nothing is taken back and the process
+    may exit normally (the stop once answered "not finished" and logged 0 runs queued again)."""
+    from automations.runner import Runner
+
+    app = make_live_app(tmp_path)
+    runner = Runner(app.extensions["hookline"], threads=2).start()
+    with caplog.at_level(logging.WARNING, logger="hookline.runner"):
+        assert runner.stop(0) is True
+    assert "still in flight" not in caplog.text

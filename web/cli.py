@@ -86,12 +86,16 @@ def serve(instance: str | None, host: str | None, port: int | None, no_worker: b
               help="Socket from serve --runner-process: its writer commits this worker's writes.")
 @click.option("--owner", default=None, hidden=True,
               help="Lease owner name chosen by serve --runner-process.")
-def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None, owner: str | None) -> None:
+@click.option("--shutdown-seconds", type=float, default=None, hidden=True,
+              help="serve --runner-process's own SHUTDOWN_SECONDS, so the two wait alike.")
+def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None, owner: str | None,
+           shutdown_seconds: float | None) -> None:
     """Run only the runner: claim and execute due runs until SIGTERM."""
     from .worker import run_worker, worker_core
 
     core = worker_core(_instance_path(instance))
-    run_worker(core, shutdown_timeout=core.shutdown_seconds, wake_fd=wake_fd, writer_fd=writer_fd, owner=owner)
+    timeout = core.shutdown_seconds if shutdown_seconds is None else shutdown_seconds
+    run_worker(core, shutdown_timeout=timeout, wake_fd=wake_fd, writer_fd=writer_fd, owner=owner)
 
 
 @main.command("init-db")

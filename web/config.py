@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 300,
     # On SIGTERM, how long serve and worker let runs in flight finish their current step
     # before exiting; runs still going then are queued again for the next start.
-    "SHUTDOWN_SECONDS": 30.0,
+    "SHUTDOWN_SECONDS": 20.0,
     "POLL_INTERVAL": 1.0,
     "RUNS_PER_PAGE": 50,
     "INBOUND_RATE": 1000.0,        # requests per second per inbound URL (burst: 2 s worth); 0: off

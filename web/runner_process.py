@@ -73,7 +73,7 @@ class RunnerProcess:
     """Stands in for an in-process :class:`~automations.runner.Runner` in the web process:
     :meth:`notify` wakes the child."""
 
-    def __init__(self, instance_path: str, shutdown_timeout: float = 30.0,
+    def __init__(self, instance_path: str, shutdown_timeout: float = 20.0,
                  writer: BatchWriter | None = None, on_exit: Callable[[str], None] | None = None) -> None:
         """``writer``: this process's writer, to write for the child (SQLite); None lets the
         child write itself (PostgreSQL takes concurrent writers). ``on_exit(owner)``: called
@@ -103,7 +103,7 @@ class RunnerProcess:
         verbose = ["-v"] if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else []  # as serve -v
         owner = worker_id()
         command = [sys.executable, "-m", "web.cli", *verbose, "worker", "--instance", self.instance_path,
-                   "--wake-fd", str(read_fd), "--owner", owner]
+                   "--wake-fd", str(read_fd), "--owner", owner, "--shutdown-seconds", str(self.shutdown_timeout)]
         ours = theirs = None
         if self.writer is not None:
             ours, theirs = socket.socketpair()

@@ -61,7 +61,7 @@ def make_server(app: Flask, host: str, port: int) -> Any:
 
 
 def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False, host: str | None = None,
-          port: int | None = None, shutdown_timeout: float = 30.0) -> None:
+          port: int | None = None, shutdown_timeout: float = 20.0) -> None:
     host = host or app.config["HOST"]
     port = port or app.config["PORT"]
     server = make_server(app, host, port)  # bind first: a taken port starts no child
@@ -97,10 +97,11 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
         if not stopping.is_set():
             raise
     finally:
-        if isinstance(runner, Runner) and not runner.stop(shutdown_timeout):
+        # Runs still going after the timeout are queued again and their threads left behind;
+        # exiting normally would wait for them. Not on a crash: its traceback and status count.
+        # (Only a Runner answers False; a RunnerProcess answers its child's exit code.)
+        if runner is not None and runner.stop(shutdown_timeout) is False and stopping.is_set():
             exit_leaving_threads()
-        elif runner is not None:
-            runner.stop(shutdown_timeout)
 
 
 def _take_back(core: Core, owner: str) -> None:

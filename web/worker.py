@@ -43,7 +43,7 @@ def worker_core(instance_path: str | Path) -> Core:
     return core
 
 
-def run_worker(core: Core, shutdown_timeout: float = 30.0, wake_fd: int | None = None,
+def run_worker(core: Core, shutdown_timeout: float = 20.0, wake_fd: int | None = None,
                writer_fd: int | None = None, owner: str | None = None) -> None:
     """``wake_fd``: the read end of the pipe from ``serve --runner-process``; ``writer_fd``:
     its socket to the web process's writer, which then does this runner's writes; ``owner``:
