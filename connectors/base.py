@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import SplitResult, urlsplit
 
 if TYPE_CHECKING:
     from .outbound import OutboundClient
@@ -139,6 +140,18 @@ def json_input(name: str, value: Any) -> Any:
         except ValueError as exc:
             raise PermanentError(f"{name}: invalid JSON ({exc})") from None
     return value
+
+
+def split_http_url(url: str) -> SplitResult | None:
+    """``urlsplit`` of an http(s) URL with a host; None for anything else, including what
+    ``urlsplit`` cannot split at all (an unclosed IPv6 bracket raises ValueError, which a
+    connector would otherwise report as an internal error instead of the field's problem)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    return parts if host and parts.scheme.lower() in ("http", "https") else None
 
 
 TEST_MESSAGE = "Hookline: a test message sent from this connection's page. The webhook works."

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from .base import (
     Action,
@@ -26,6 +25,7 @@ from .base import (
     PermanentError,
     RetryableError,
     json_input,
+    split_http_url,
 )
 from .outbound import retry_hint
 from .redaction import redact_values
@@ -132,20 +132,16 @@ def _params(inputs: dict[str, Any], payload: dict[str, Any]) -> dict[str, str]:
 def _webhook_url(ctx: ActionContext) -> tuple[str, str]:
     """The webhook URL and its token (to keep out of anything we say)."""
     url = str(ctx.credentials.get("webhook_url") or "").strip()
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        parts, host = None, None
-    if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
+    parts = split_http_url(url)
+    if parts is None:
         raise PermanentError("webhook_url: the connection needs a Discord webhook URL "
                              "(https://discord.com/api/webhooks/...)")
     found = _WEBHOOK_PATH.fullmatch(parts.path)
     if not found:
         raise PermanentError("webhook_url: not a Discord webhook URL: the path must be "
                              "/api/webhooks/<webhook id>/<token>; copy it again from Discord")
-    if host.lower() not in DISCORD_HOSTS:
-        ctx.logger.info("discord webhook host is %s, not discord.com", host)
+    if parts.hostname not in DISCORD_HOSTS:  # hostname is lower case
+        ctx.logger.info("discord webhook host is %s, not discord.com", parts.hostname)
     return url, found.group(2)
 
 

@@ -23,7 +23,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
 
 from .base import (
     Action,
@@ -34,6 +33,7 @@ from .base import (
     PermanentError,
     RetryableError,
     json_input,
+    split_http_url,
 )
 from .outbound import OutboundResponse, retry_hint
 from .redaction import redact_values
@@ -131,12 +131,8 @@ def build_input(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def _base_url(creds: dict[str, Any]) -> str:
     base = str(creds.get("base_url") or "").strip() or DEFAULT_BASE_URL
-    try:
-        parts = urlsplit(base)
-        host = parts.hostname
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        host = None
-    if not host or parts.scheme.lower() not in ("http", "https") or parts.query or parts.fragment:
+    parts = split_http_url(base)
+    if parts is None or parts.query or parts.fragment:
         raise PermanentError(f"base_url: {base[:200]!r} is not an http(s) URL like {DEFAULT_BASE_URL}")
     return base.rstrip("/")
 

@@ -27,6 +27,7 @@ from .base import (
     RetryableError,
     json_input,
     message_test,
+    split_http_url,
 )
 from .outbound import OutboundResponse, retry_hint
 from .redaction import redact_values
@@ -61,12 +62,8 @@ _HOOK_PATH = re.compile(r"/hooks/([^/]+)/?")
 
 def _key(url: str) -> str | None:
     """The hook key (the secret) when ``url`` is an http(s) ``…/hooks/<key>`` URL."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not host:
+    parts = split_http_url(url)
+    if parts is None:
         return None
     match = _HOOK_PATH.search(parts.path)
     return match.group(1) if match and match.end() == len(parts.path) else None
@@ -114,11 +111,7 @@ def _icon_url(value: Any) -> str | None:
     url = str(value or "").strip()
     if not url:
         return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        raise PermanentError("icon_url: must be an http(s) URL of an image") from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+    if split_http_url(url) is None:
         raise PermanentError("icon_url: must be an http(s) URL of an image")
     return url
 

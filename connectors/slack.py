@@ -9,7 +9,6 @@ outbound SSRF guard (with its allowlist) decides where requests may go.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from .base import (
     Action,
@@ -21,6 +20,7 @@ from .base import (
     RetryableError,
     json_input,
     message_test,
+    split_http_url,
 )
 from .outbound import retry_hint
 
@@ -72,15 +72,11 @@ def _payload(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def run(ctx: ActionContext) -> ActionResult:
     url = str(ctx.credentials.get("webhook_url") or "").strip()
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:  # e.g. an unclosed IPv6 bracket: not a URL at all
-        host = None
-    if not host or parts.scheme.lower() not in ("http", "https"):
+    parts = split_http_url(url)
+    if parts is None:
         raise PermanentError("webhook_url: the connection needs a Slack webhook URL (https://hooks.slack.com/...)")
-    if host != "hooks.slack.com":
-        ctx.logger.info("slack webhook host is %s, not hooks.slack.com", host)
+    if parts.hostname != "hooks.slack.com":
+        ctx.logger.info("slack webhook host is %s, not hooks.slack.com", parts.hostname)
     payload = _payload(ctx.inputs)
     resp = ctx.http.request("POST", url, json=payload, headers={"Idempotency-Key": ctx.idempotency_key},
                             secret_url=True)  # the client keeps the URL out of its errors

@@ -40,6 +40,7 @@ from .base import (
     RetryableError,
     json_input,
     message_test,
+    split_http_url,
 )
 from .outbound import SUMMARY_LIMIT, OutboundResponse, retry_hint
 from .redaction import REDACTED, redact_text
@@ -217,12 +218,8 @@ def _succeeded(kind: Kind, resp: OutboundResponse) -> bool:
 
 def run(ctx: ActionContext) -> ActionResult:
     url = str(ctx.credentials.get("webhook_url") or "").strip()
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:  # e.g. an unclosed IPv6 bracket: not a URL at all
-        host = None
-    if not host or parts.scheme.lower() not in ("http", "https"):
+    parts = split_http_url(url)
+    if parts is None:
         raise PermanentError("webhook_url: the connection needs a Teams webhook URL (a Workflows URL "
                              "https://….logic.azure.com/workflows/… or https://….webhook.office.com/webhookb2/…)")
     kind = kind_of(url)

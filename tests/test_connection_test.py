@@ -17,6 +17,7 @@ from tests.test_connector_discord import CHANNEL_ID, WEBHOOK_ID, discord  # noqa
 from tests.test_connector_discord import PATH as DISCORD_PATH
 from tests.test_connector_hubspot import TOKEN, hubspot  # noqa: F401 - the fixture
 from tests.test_connector_mattermost import KEY, mattermost  # noqa: F401 - the fixture
+from tests.test_connector_slack import WEBHOOK_PATH as SLACK_PATH
 from tests.test_connector_slack import slack  # noqa: F401 - the fixture
 from tests.test_connector_teams import SIG, WORKFLOWS_PATH, teams  # noqa: F401 - the fixture
 from web.extensions import core, db
@@ -181,14 +182,14 @@ def test_discord_says_what_is_wrong_without_the_token(app, discord, path, expect
 
 
 def test_slack_posts_one_test_message(app, slack):  # noqa: F811
-    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + "/services/T000/B000/XXXX"})
+    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + SLACK_PATH})
     assert run_test(app, conn) == (True, "Slack accepted a test message: look for it where this webhook posts")
     [req] = slack.requests
     assert req.json()["text"] == TEST_MESSAGE
 
 
 def test_slack_says_the_webhook_was_removed_without_its_url(app, slack):  # noqa: F811
-    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + "/gone/T000/B000/XXXX"})
+    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + SLACK_PATH.replace("/services/", "/gone/")})
     passed, message = run_test(app, conn)
     assert not passed
     assert message == ("Slack rejected the message: no_service (HTTP 404): the webhook was disabled or removed; "
@@ -225,7 +226,7 @@ def test_mattermost_says_the_webhook_is_unknown_without_its_key(app, mattermost)
 def test_each_test_has_its_own_idempotency_key(app, slack):  # noqa: F811
     """A receiver that honours Idempotency-Key would take a second test for the first one
     retried, and drop it."""
-    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + "/services/T000/B000/XXXX"})
+    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + SLACK_PATH})
     assert run_test(app, conn)[0] and run_test(app, conn)[0]
     first, second = (r.headers["Idempotency-Key"] for r in slack.requests)
     assert first != second and first.startswith(f"hookline-test-{conn}-")
@@ -233,7 +234,7 @@ def test_each_test_has_its_own_idempotency_key(app, slack):  # noqa: F811
 
 def test_the_page_sends_a_test_message_and_shows_the_answer(app, slack):  # noqa: F811
     admin = signed_in_client(app, "admin")
-    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + "/services/T000/B000/XXXX"})
+    conn = saved(app, "slack_webhook", {"webhook_url": slack.url + SLACK_PATH})
     slack.contract.next_error = Reply(404, "channel_not_found")
     text = html.unescape(admin.post(f"/connections/{conn}/test", follow_redirects=True).get_data(as_text=True))
     assert ("Test failed: Slack rejected the message: channel_not_found (HTTP 404): the channel no longer "

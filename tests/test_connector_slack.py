@@ -47,7 +47,10 @@ def slack():
         yield sink
 
 
-def send(sink: HttpSink, inputs: dict[str, Any], path: str = "/services/T000/B000/XXXX"):
+WEBHOOK_PATH = "/services/T000/B000/XXXX"  # the shape of a real one: /services/<team>/<bot>/<secret>
+
+
+def send(sink: HttpSink, inputs: dict[str, Any], path: str = WEBHOOK_PATH):
     ctx = ActionContext(inputs=inputs, credentials={"webhook_url": sink.url + path},
                         http=OutboundClient(allowlist=["127.0.0.0/8", "::1/128", "localhost"], timeout=2),
                         idempotency_key="run-1-step-a")
