@@ -21,10 +21,6 @@ from connectors.redaction import redact_text
 _DONE = "_hookline_redacted"
 _FORMATTER = logging.Formatter()
 _LOCK = threading.Lock()
-# urllib3 logs every request line ("POST /services/T0/B0/xxxx?api_key=… HTTP/1.1") at DEBUG. A
-# webhook URL's path can be its secret with no recognisable shape, and the run history
-# already shows every request, redacted, so these lines are not let through at all.
-_QUIET = ("urllib3.connectionpool",)
 
 
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
@@ -61,7 +57,7 @@ class RedactingFilter(logging.Filter):
 def install() -> None:
     """Redact every log record of this process (idempotent): wraps the log record factory,
     adds :class:`RedactingFilter` to the root logger's handlers (for records made without
-    the factory, e.g. ``logging.makeLogRecord``) and keeps urllib3's request lines out."""
+    the factory, e.g. ``logging.makeLogRecord``)."""
     with _LOCK:
         previous = logging.getLogRecordFactory()
         if not getattr(previous, _DONE, False):
@@ -73,7 +69,3 @@ def install() -> None:
         for handler in logging.getLogger().handlers:
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):
                 handler.addFilter(RedactingFilter())
-        for name in _QUIET:
-            quiet = logging.getLogger(name)
-            if quiet.level == logging.NOTSET:
-                quiet.setLevel(logging.INFO)

@@ -5,15 +5,16 @@ address that was checked (no DNS rebinding) while Host, TLS SNI and certificate 
 the hostname. Oversized responses fail ("response too large") instead of being truncated:
 a cut JSON body would silently feed garbage to later steps.
 
-The transport is urllib3 itself (a ``PoolManager`` whose pools are keyed by the checked IP
-address); requests are encoded here (``_encode``), the way requests used to encode them.
-urllib3 reads no environment proxies and no ``.netrc``, and keeps no cookies.
+Requests are encoded here (``_encode``), the way requests used to encode them, and sent by
+``transport.py`` (``http.client`` connections kept alive per checked address). Nothing reads
+environment proxies or ``.netrc``, and no cookies are kept.
 """
 from __future__ import annotations
 
+import http.client
 import json as jsonlib
-import os
 import re
+import ssl
 import time
 from base64 import b64encode
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,11 +25,9 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit
 
-import certifi
-import urllib3
 from urllib3 import HTTPHeaderDict
 from urllib3 import exceptions as u3
-from urllib3.util import make_headers, parse_url
+from urllib3.util import parse_url
 
 from .base import ConnectorError, PermanentError, RetryableError
 from .destinations import (  # noqa: F401 - re-exported: the client's public surface
@@ -42,6 +41,7 @@ from .destinations import (  # noqa: F401 - re-exported: the client's public sur
     checked_addresses,
 )
 from .redaction import REDACTED, is_secret_header, redact_headers, redact_text, redact_url
+from .transport import ACCEPT_ENCODING, BodyDecodeError, ConnectError, ConnectionPool, Origin, Response
 
 MAX_REDIRECTS = 5
 SUMMARY_LIMIT = 4096
@@ -236,24 +236,25 @@ def _network_error(exc: Exception, url: str, timeout: float, request: dict[str, 
     safe = _scrubber(url, request)
     if isinstance(exc, _InvalidHeader):
         return PermanentError(_header_problem(exc, request), request=request)
-    if isinstance(exc, (ValueError, TypeError)):  # _InvalidRequest, urllib3's LocationValueError, ...
-        return PermanentError(f"invalid request: {safe(str(exc))}", request=request)
-    if isinstance(exc, u3.DecodeError):
-        return PermanentError(f"could not decode the response from {where}: {safe(str(_root_cause(exc)))}",
-                              request=request)
     cause = _root_cause(exc)
-    if (isinstance(exc, (u3.ConnectTimeoutError, u3.ReadTimeoutError)) and not isinstance(exc, u3.NewConnectionError)
-            or isinstance(cause, TimeoutError)):  # builtin TimeoutError: socket.timeout, ETIMEDOUT
-        return RetryableError(f"timed out after {timeout:g} s talking to {where}", request=request)
-    if isinstance(exc, u3.SSLError):
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "match" in str(cause):
+    if isinstance(cause, ssl.SSLError):  # before ValueError: a certificate error is one
+        if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(cause):
             return PermanentError(f"TLS certificate of {where} could not be verified: {safe(str(cause))}",
                                   request=request)
         return RetryableError(f"TLS error talking to {where}: {safe(str(cause))}", request=request)
+    if isinstance(exc, (ValueError, TypeError)):  # _InvalidRequest, a header http.client refuses, ...
+        return PermanentError(f"invalid request: {safe(str(exc))}", request=request)
+    if isinstance(exc, BodyDecodeError):
+        return PermanentError(f"could not decode the response from {where}: {safe(str(exc))}", request=request)
+    if isinstance(cause, TimeoutError):  # socket.timeout, ETIMEDOUT
+        return RetryableError(f"timed out after {timeout:g} s talking to {where}", request=request)
     if isinstance(cause, ConnectionRefusedError):
         return RetryableError(f"connection refused by {where}", request=request)
-    if isinstance(cause, ConnectionResetError):
+    if isinstance(cause, ConnectionResetError):  # http.client's RemoteDisconnected too
         return RetryableError(f"connection reset by {where}", request=request)
+    if isinstance(cause, http.client.HTTPException):
+        what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        return RetryableError(f"invalid HTTP response from {where}: {safe(what)}", request=request)
     return RetryableError(f"network error talking to {where}: {safe(str(cause))}", request=request)
 
 
@@ -267,7 +268,6 @@ class _InvalidHeader(_InvalidRequest):
     """The message names the part ("header name"/"header value"), never its content."""
 
 
-_ACCEPT_ENCODING = ", ".join(e.strip() for e in make_headers(accept_encoding=True)["accept-encoding"].split(","))
 _FORM = "application/x-www-form-urlencoded"
 
 
@@ -418,16 +418,10 @@ def _check_header(name: Any, value: Any) -> None:
 
 # --- the client ---------------------------------------------------------------------------
 
-def _discard(resp: urllib3.BaseHTTPResponse) -> None:
-    """Close the response and its connection, and give the pool its slot back."""
-    resp.close()
-    resp.release_conn()
-
-
 class OutboundClient:
-    """Thread-safe: one urllib3 ``PoolManager`` (no environment proxies, no .netrc, no
-    cookies) with pools of up to ``pool_size`` kept-alive connections per checked address
-    (more are opened when threads need them, and closed after use, as requests did).
+    """Thread-safe: one :class:`~connectors.transport.ConnectionPool` keeping up to
+    ``pool_size`` idle connections per checked address (more are opened when threads need
+    them, and closed after use, as requests did).
     ``timeout`` is both the connect/read timeout and the deadline for the whole exchange,
     redirects and body included. ``verify`` is True, False or a CA bundle path (file or
     directory); True uses certifi's bundle. Host names are looked up again after
@@ -443,15 +437,9 @@ class OutboundClient:
         self.verify = verify
         _check_header("User-Agent", user_agent)  # the defaults are checked once, here
         self._defaults = {"user-agent": ("User-Agent", user_agent),
-                          "accept-encoding": ("Accept-Encoding", _ACCEPT_ENCODING),
+                          "accept-encoding": ("Accept-Encoding", ACCEPT_ENCODING),
                           "accept": ("Accept", "*/*"), "connection": ("Connection", "keep-alive")}
-        if verify is False:
-            self._tls: dict[str, Any] = {"cert_reqs": "CERT_NONE"}
-        else:
-            bundle = certifi.where() if verify is True else str(verify)
-            self._tls = {"cert_reqs": "CERT_REQUIRED",
-                         "ca_cert_dir" if os.path.isdir(bundle) else "ca_certs": bundle}
-        self.pools = urllib3.PoolManager(num_pools=pool_size, maxsize=pool_size, block=False)
+        self.pools = ConnectionPool(verify, per_origin=pool_size, max_origins=pool_size)
 
     def close(self) -> None:
         self.pools.clear()
@@ -508,9 +496,9 @@ class OutboundClient:
             location = raw.headers.get("Location") if status in _REDIRECTS else None
             if not location:
                 body = self._read_body(raw, prep, url, deadline, summary)
-                return OutboundResponse(status, HTTPHeaderDict(raw.headers.itermerged()), body, prep.url,
+                return OutboundResponse(status, raw.headers, body, prep.url,
                                         int((time.monotonic() - started) * 1000), summary)
-            _discard(raw)
+            raw.discard()
             next_url = urljoin(prep.url, location)
             if status == 303 and method != "HEAD" or status in (301, 302) and method == "POST":
                 method, json, data = "GET", None, None
@@ -521,7 +509,7 @@ class OutboundClient:
             url, params, prep = next_url, None, None
         raise PermanentError(f"too many redirects (more than {MAX_REDIRECTS})", request=summary)
 
-    def _send(self, prep: _Prepared, url: str, deadline: float, summary: dict[str, Any]) -> urllib3.BaseHTTPResponse:
+    def _send(self, prep: _Prepared, url: str, deadline: float, summary: dict[str, Any]) -> Response:
         """Check the destination, then send to the first checked address that accepts the
         connection (the next one only when connecting failed: nothing was sent)."""
         try:
@@ -545,36 +533,25 @@ class OutboundClient:
             if left <= 0:
                 raise RetryableError(f"timed out after {self.timeout:g} s", request=summary)
             try:
-                return self._pool(prep, addr).urlopen(
-                    prep.method, prep.target, body=prep.body, headers=headers, retries=False, redirect=False,
-                    assert_same_host=False, preload_content=False, decode_content=True, timeout=left)
-            except u3.ConnectTimeoutError as exc:  # NewConnectionError too: try the next checked address
+                return self.pools.send(Origin(prep.scheme, addr, prep.port, prep.host), prep.method, prep.target,
+                                       prep.body, headers, left)
+            except ConnectError as exc:  # nothing was sent: try the next checked address
                 error = exc
-            except (u3.HTTPError, OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
                 raise _network_error(exc, url, self.timeout, summary) from exc
         assert error is not None
         self.dns.forget(prep.host, prep.port)  # no address answered: look the name up again next time
         raise _network_error(error, url, self.timeout, summary) from error
 
-    def _pool(self, prep: _Prepared, addr: str) -> urllib3.HTTPConnectionPool:
-        """The pool for exactly ``addr``; for https, SNI and the certificate check use the
-        hostname."""
-        host = f"[{addr}]" if ":" in addr else addr
-        if prep.scheme == "https":
-            kwargs = {**self._tls, "server_hostname": prep.host, "assert_hostname": prep.host}
-            return self.pools.connection_from_host(host, prep.port, "https", pool_kwargs=kwargs)
-        return self.pools.connection_from_host(host, prep.port, "http")
-
-    def _read_body(self, raw: urllib3.BaseHTTPResponse, prep: _Prepared, url: str, deadline: float,
+    def _read_body(self, raw: Response, prep: _Prepared, url: str, deadline: float,
                    summary: dict[str, Any]) -> bytes:
-        """Stream the body, shrinking the socket timeout to what is left of the deadline
-        before every read, so a server trickling bytes cannot hold a worker past it."""
+        """Stream the (decoded) body, shrinking the socket timeout to what is left of the
+        deadline before every read, so a server trickling bytes cannot hold a worker past it."""
         cap = self.max_response_bytes
-        declared = raw.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > cap:
-            _discard(raw)
+        declared = raw.declared_length
+        if declared is not None and declared > cap:
+            raw.discard()
             raise self._too_large(raw, prep, summary)
-        plain = "content-encoding" not in raw.headers
         chunks: list[bytes] = []
         size = 0
         try:
@@ -583,31 +560,26 @@ class OutboundClient:
                 if left <= 0:
                     raise RetryableError(f"timed out after {self.timeout:g} s reading the response",
                                          request=summary)
-                sock = getattr(raw.connection, "sock", None)
-                if sock is not None:
-                    sock.settimeout(left)
-                chunk = raw.read1(65536, decode_content=True)
+                raw.settimeout(left)
+                chunk = raw.read1()
                 if not chunk:
                     break
                 size += len(chunk)
                 if size > cap:
                     raise self._too_large(raw, prep, summary)
                 chunks.append(chunk)
-                if plain and raw.length_remaining == 0:  # all of a Content-Length body: already released
-                    break
         except (RetryableError, PermanentError):
-            _discard(raw)
+            raw.discard()
             raise
-        except Exception as exc:  # urllib3 timeouts, protocol and decoding errors
-            _discard(raw)
+        except Exception as exc:  # timeouts, protocol and decoding errors
+            raw.discard()
             raise _network_error(exc, url, self.timeout, summary) from exc
-        raw.release_conn()
+        raw.release()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _too_large(self, raw: urllib3.BaseHTTPResponse, prep: _Prepared, summary: dict[str, Any]) -> PermanentError:
+    def _too_large(self, raw: Response, prep: _Prepared, summary: dict[str, Any]) -> PermanentError:
         return PermanentError(f"response too large: more than {self.max_response_bytes} bytes from {prep.host}",
-                              request=summary, response={"status": raw.status,
-                                                         "headers": dict(raw.headers.itermerged())})
+                              request=summary, response={"status": raw.status, "headers": dict(raw.headers)})
 
 
 def url_host(url: str) -> str | None:

@@ -392,8 +392,8 @@ def test_webhook_on_private_address_refused_without_allowlist() -> None:
 
 
 def test_logs_never_show_the_token(discord: HttpSink, caplog: pytest.LogCaptureFixture) -> None:
-    """Everything logged at DEBUG while sending (the app's log redaction installed, which keeps
-    urllib3's request lines out) is free of the token."""
+    """Everything logged at DEBUG while sending (the app's log redaction installed) is free of
+    the token."""
     logredact.install()
     caplog.set_level(logging.DEBUG)
     send(discord, {"content": "hi"})

@@ -61,8 +61,7 @@ def assert_no_secret(text: str, secret: str = SECRET) -> None:
 
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """Every log record at DEBUG (urllib3's request lines included), redaction installed the
-    way the app factory installs it."""
+    """Every log record at DEBUG, redaction installed the way the app factory installs it."""
     logredact.install()
     caplog.set_level(logging.DEBUG)
     return caplog
@@ -503,7 +502,8 @@ def test_import_errors_do_not_echo_secrets_from_the_file(tmp_path: Path, content
 
 
 def test_serve_verbose_logs_carry_no_credentials(tmp_path: Path) -> None:
-    """The real ``hookline -v serve`` process: urllib3 logs every request line at DEBUG."""
+    """The real ``hookline -v serve`` process, logging at DEBUG while it delivers to a URL with
+    an API key in its query and to a Slack-shaped URL whose path is the secret."""
     slack_path = "/services/T0ABC/B0DEF/SECRETpath0123"
     with HttpSink() as sink:
         instance = tmp_path / "instance"

@@ -439,7 +439,7 @@ def test_request_summary_is_redacted(client: OutboundClient) -> None:
     assert slack["url"] == "https://hooks.slack.com/[redacted]"
 
 
-# --- the transport: urllib3 directly, encoding and connection handling as before ------------
+# --- the transport: encoding and connection handling (connectors/transport.py) --------------
 
 def test_environment_proxies_and_netrc_are_ignored(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     netrc = tmp_path / ".netrc"
@@ -521,6 +521,7 @@ def test_response_headers_are_case_insensitive_and_repeats_joined(client: Outbou
     with RawTcpServer(respond) as server:
         resp = client.request("GET", server.url)
     assert resp.headers["x-MULTI"] == "a, b" and resp.headers["set-cookie"] == "s=1, t=2"
+    assert [name.lower() for name, _ in resp.headers.items()].count("x-multi") == 1
     assert resp.body == b"ok"
 
 

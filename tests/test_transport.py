@@ -1,0 +1,280 @@
+"""The outbound client's own transport (connectors/transport.py): what urllib3 used to do for
+it, against real sockets on 127.0.0.1. Each server here answers with exact bytes, so the
+framing (chunked, close-delimited, HEAD), encodings and connection reuse are the ones a real
+receiver produces."""
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Self
+
+import pytest
+
+from connectors.base import PermanentError, RetryableError
+from connectors.outbound import OutboundClient
+from connectors.transport import DECODE_STEP, ContentDecoder
+from tests.sinks import HttpSink, RawTcpServer, Reply
+from tests.smtp_server import SelfSignedCert
+
+LOCAL = ["127.0.0.0/8"]
+Answer = Callable[[int, bytes], bytes]  # (request number on this server, request head) -> response bytes
+
+
+class KeepAliveServer:
+    """Serves any number of requests per connection, answering each with ``answer``; closes
+    a connection after an answer that says ``Connection: close``, or ``idle_close`` seconds
+    after its last answer (as servers with a keep-alive timeout do). Counts connections."""
+
+    def __init__(self, answer: Answer, idle_close: float | None = None) -> None:
+        self.answer = answer
+        self.idle_close = idle_close
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.connections = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                conn.settimeout(self.idle_close or 5)
+                try:
+                    while b"\r\n\r\n" not in buf:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                except OSError:  # the idle timeout: close, as the server would
+                    return
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                buf = buf[length:]
+                with self._lock:
+                    self.requests += 1
+                    n = self.requests
+                reply = self.answer(n, head)
+                conn.sendall(reply)
+                if b"connection: close" in reply.split(b"\r\n\r\n")[0].lower():
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def ok(body: bytes = b"ok", headers: str = "") -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{headers}\r\n".encode() + body
+
+
+@pytest.fixture
+def client() -> OutboundClient:
+    return OutboundClient(allowlist=LOCAL, timeout=2)
+
+
+def test_chunked_bodies_are_joined_and_the_connection_kept(client: OutboundClient) -> None:
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+               b"5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\nX-Trailer: t\r\n\r\n")
+    with KeepAliveServer(lambda n, head: chunked if n == 1 else ok()) as server:
+        resp = client.request("GET", server.url)
+        assert resp.json() == {"a": 1}
+        assert client.request("GET", server.url).text == "ok"
+        assert server.connections == 1
+
+
+def test_a_body_ended_by_closing_the_connection(client: OutboundClient) -> None:
+    """No Content-Length, not chunked: the body is everything until the server closes, and
+    the next request needs a new connection."""
+    def answer(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of ")
+        time.sleep(0.05)
+        conn.sendall(b"it")
+        conn.close()
+    with RawTcpServer(answer) as server:
+        assert client.request("GET", server.url).text == "all of it"
+        assert client.request("GET", server.url).text == "all of it"
+
+
+def test_head_answers_carry_no_body_and_keep_the_connection(client: OutboundClient) -> None:
+    with KeepAliveServer(lambda n, head: (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+                                          if head.startswith(b"HEAD") else ok())) as server:
+        resp = client.request("HEAD", server.url)
+        assert resp.status == 200 and resp.body == b"" and resp.headers["Content-Length"] == "1000"
+        assert client.request("GET", server.url).text == "ok"
+        assert server.connections == 1
+
+
+def test_a_kept_connection_the_server_closed_meanwhile_is_not_used(client: OutboundClient) -> None:
+    """Receivers close idle keep-alive connections (Node.js after 5 s, nginx after 75 s).
+    The next delivery must go out on a new connection, not fail on the dead one."""
+    with KeepAliveServer(lambda n, head: ok(), idle_close=0.1) as server:
+        assert client.request("POST", server.url, json={"n": 1}).status == 200
+        time.sleep(0.4)  # the server has closed it by now
+        assert client.request("POST", server.url, json={"n": 2}).status == 200
+        assert server.connections == 2 and server.requests == 2
+
+
+def test_connection_close_from_the_server_is_honoured(client: OutboundClient) -> None:
+    with KeepAliveServer(lambda n, head: ok(headers="Connection: close\r\n")) as server:
+        for _ in range(3):
+            assert client.request("GET", server.url).text == "ok"
+        assert server.connections == 3
+
+
+def test_idle_connections_are_bounded_per_destination_and_in_destinations() -> None:
+    """``pool_size`` idle connections per destination, and as many destinations: beyond
+    them, connections are closed after use instead of kept."""
+    client = OutboundClient(allowlist=LOCAL, timeout=5, pool_size=2)
+    def slow(n: int, head: bytes) -> bytes:
+        time.sleep(0.3)  # the requests of a batch overlap
+        return ok()
+    with KeepAliveServer(slow) as a:
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(lambda _: client.request("GET", a.url).status, range(4))) == [200] * 4
+        assert a.connections == 4
+        with ThreadPoolExecutor(3) as pool:  # 2 were kept: one more is needed
+            assert list(pool.map(lambda _: client.request("GET", a.url).status, range(3))) == [200] * 3
+        assert a.connections == 5
+    with KeepAliveServer(lambda n, head: ok()) as b, KeepAliveServer(lambda n, head: ok()) as c, \
+            KeepAliveServer(lambda n, head: ok()) as d:
+        for server in (b, c, b, d, b, c):  # c is the least recently used when d arrives
+            assert client.request("GET", server.url).status == 200
+        assert (b.connections, c.connections, d.connections) == (1, 2, 1)
+
+
+@pytest.mark.parametrize("encoding, encode", [
+    ("gzip", gzip.compress),
+    ("x-gzip", gzip.compress),
+    ("deflate", zlib.compress),                                          # zlib-wrapped, as the RFC says
+    ("deflate", lambda b: zlib.compress(b)[2:-4]),                       # raw, as some servers send it
+    ("gzip, deflate", lambda b: zlib.compress(gzip.compress(b))),        # applied in that order
+    ("gzip", lambda b: gzip.compress(b[:500]) + gzip.compress(b[500:])),  # two members
+    ("gzip", lambda b: gzip.compress(b) + b"\0\0trailing"),              # bytes after the member
+    ("identity", lambda b: b),
+], ids=["gzip", "x-gzip", "deflate", "raw deflate", "gzip then deflate", "two gzip members",
+        "gzip with trailing bytes", "identity"])
+def test_encoded_bodies_are_decoded(client: OutboundClient, encoding: str, encode: Callable[[bytes], bytes]) -> None:
+    plain = bytes(range(256)) * 8
+    with KeepAliveServer(lambda n, head: ok(encode(plain), f"Content-Encoding: {encoding}\r\n")) as server:
+        assert client.request("GET", server.url).body == plain
+        assert client.request("GET", server.url).body == plain
+        assert server.connections == 1
+
+
+def test_an_encoding_the_client_cannot_decode_is_kept_as_sent(client: OutboundClient) -> None:
+    """It only offers gzip and deflate; a server sending br anyway gets its bytes kept."""
+    with KeepAliveServer(lambda n, head: ok(b"\x8b\x02\x80ok\x03", "Content-Encoding: br\r\n")) as server:
+        resp = client.request("GET", server.url)
+        assert resp.body == b"\x8b\x02\x80ok\x03"
+        assert client.request("GET", server.url).status == 200
+        [accept] = [line for line in _last_head(server, client).split(b"\r\n") if line.lower().startswith(b"accept-enc")]
+    assert accept.split(b":", 1)[1].strip() == b"gzip, deflate"
+
+
+def _last_head(server: KeepAliveServer, client: OutboundClient) -> bytes:
+    heads: list[bytes] = []
+    server.answer = lambda n, head: (heads.append(head), ok())[1]
+    client.request("GET", server.url)
+    return heads[-1]
+
+
+@pytest.mark.parametrize("encoding, body", [("gzip", b"not gzip at all"), ("deflate", b"\x78\x9cnot deflate"),
+                                            ("gzip", gzip.compress(bytes(range(256)) * 20)[:-30])],
+                         ids=["not gzip", "not deflate", "gzip cut short"])
+def test_a_body_that_does_not_decode_fails_the_step(client: OutboundClient, encoding: str, body: bytes) -> None:
+    with KeepAliveServer(lambda n, head: ok(body, f"Content-Encoding: {encoding}\r\n")) as server, \
+            pytest.raises(PermanentError, match=f"could not decode the response from 127.0.0.1:{server.port}"):
+        client.request("GET", server.url)
+
+
+def test_a_compression_bomb_is_decoded_a_piece_at_a_time() -> None:
+    """50 MB of zeros in 50 KB of gzip: no piece handed on is larger than DECODE_STEP, so the
+    client's size cap stops it before it fills memory."""
+    bomb = gzip.compress(b"\0" * 50_000_000)
+    decoder = ContentDecoder.for_header("gzip")
+    assert decoder is not None
+    sizes = [len(piece) for piece in decoder.feed(bomb)] + [len(piece) for piece in decoder.finish()]
+    assert sum(sizes) == 50_000_000 and max(sizes) <= DECODE_STEP
+    small = OutboundClient(allowlist=LOCAL, timeout=5, max_response_bytes=1_000_000)
+    with KeepAliveServer(lambda n, head: ok(bomb, "Content-Encoding: gzip\r\n")) as server, \
+            pytest.raises(PermanentError, match="response too large"):
+        small.request("GET", server.url)
+
+
+@pytest.mark.parametrize("encode", [zlib.compress, lambda b: zlib.compress(b)[2:-4], gzip.compress],
+                         ids=["deflate", "raw deflate", "gzip"])
+def test_bodies_arriving_a_byte_at_a_time_decode(encode: Callable[[bytes], bytes]) -> None:
+    plain = b"hookline " * 300
+    decoder = ContentDecoder.for_header("gzip" if encode is gzip.compress else "deflate")
+    assert decoder is not None
+    data = encode(plain)
+    out = b"".join(piece for i in range(len(data)) for piece in decoder.feed(data[i:i + 1]))
+    assert out + b"".join(decoder.finish()) == plain
+
+
+def test_a_server_that_does_not_speak_http(client: OutboundClient) -> None:
+    with RawTcpServer(lambda conn, head: conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")) as server, \
+            pytest.raises(RetryableError, match=f"^invalid HTTP response from 127.0.0.1:{server.port}: BadStatusLine"):
+        client.request("GET", server.url)
+
+
+def test_a_server_that_closes_without_answering(client: OutboundClient) -> None:
+    with RawTcpServer(lambda conn, head: conn.close()) as server, \
+            pytest.raises(RetryableError, match=f"^connection reset by 127.0.0.1:{server.port}$"):
+        client.request("POST", server.url, json={"a": 1})
+
+
+def test_a_body_cut_short_is_retryable(client: OutboundClient) -> None:
+    def answer(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+        conn.close()
+    with RawTcpServer(answer) as server, \
+            pytest.raises(RetryableError, match=f"^invalid HTTP response from 127.0.0.1:{server.port}: IncompleteRead"):
+        client.request("GET", server.url)
+
+
+def test_https_connections_are_kept_alive_too(tmp_path: object) -> None:
+    """TLS 1.3 servers send session tickets after the handshake: a kept connection must not
+    mistake them for the server closing it."""
+    cert = SelfSignedCert.make()
+    with HttpSink(lambda r: Reply(200, "tls ok"), ssl_context=cert.server_context()) as sink:
+        connections: list[int] = []
+        handler = sink.server.RequestHandlerClass
+        setup = handler.setup
+
+        def counting_setup(self: object) -> None:
+            connections.append(1)
+            setup(self)  # type: ignore[arg-type]
+        handler.setup = counting_setup  # type: ignore[method-assign]
+        client = OutboundClient(allowlist=LOCAL, timeout=2, verify=cert.write_ca(tmp_path))
+        for _ in range(3):
+            assert client.request("POST", sink.url, json={"a": 1}).text == "tls ok"
+            time.sleep(0.05)
+        assert len(connections) == 1
