@@ -94,10 +94,12 @@ class _Connection(http.client.HTTPConnection):
 
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:
-    """TLS 1.2 or newer; ``verify`` True (certifi's bundle), a CA file or directory, or
-    False (no certificate or hostname check)."""
+    """TLS 1.2 or newer, names checked against the certificate's subjectAltName only (no
+    fallback to its common name, as urllib3 and browsers do); ``verify`` True (certifi's
+    bundle), a CA file or directory, or False (no certificate or hostname check)."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.hostname_checks_common_name = False
     ctx.set_alpn_protocols(["http/1.1"])
     if verify is False:
         ctx.check_hostname = False
@@ -304,7 +306,10 @@ class ConnectionPool:
             else:
                 conn.sock.settimeout(timeout)
             sock = conn.sock
-            conn.request(method, target, body=body, headers=headers)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it stopped reading, perhaps to answer early (413): what it said is the answer
             raw = conn.getresponse()
         except BaseException:
             conn.close()

@@ -46,18 +46,21 @@ class SelfSignedCert:
 
     @classmethod
     def make(cls, hostnames: Iterable[str] = ("localhost",),
-             ips: Iterable[str] = ("127.0.0.1", "::1")) -> SelfSignedCert:
+             ips: Iterable[str] = ("127.0.0.1", "::1"), alt_names: bool = True) -> SelfSignedCert:
+        """``alt_names=False``: the first hostname only in the subject's common name, as
+        certificates were issued before subjectAltName was required."""
         key = ec.generate_private_key(ec.SECP256R1())
         names = list(hostnames)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "test")])
         san = [x509.DNSName(h) for h in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
         now = dt.datetime.now(dt.UTC)
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName(san), critical=False)
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .sign(key, hashes.SHA256()))
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True))
+        if alt_names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        cert = builder.sign(key, hashes.SHA256())
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
         return cls(cert.public_bytes(serialization.Encoding.PEM), key_pem)

@@ -16,7 +16,7 @@ from typing import Self
 import pytest
 
 from connectors.base import PermanentError, RetryableError
-from connectors.outbound import OutboundClient
+from connectors.outbound import OutboundClient, raise_for_status
 from connectors.transport import DECODE_STEP, ContentDecoder
 from tests.sinks import HttpSink, RawTcpServer, Reply
 from tests.smtp_server import SelfSignedCert
@@ -278,3 +278,25 @@ def test_https_connections_are_kept_alive_too(tmp_path: object) -> None:
             assert client.request("POST", sink.url, json={"a": 1}).text == "tls ok"
             time.sleep(0.05)
         assert len(connections) == 1
+
+
+def test_an_answer_sent_before_the_body_was_read_is_the_answer(client: OutboundClient) -> None:
+    """A receiver with a body limit answers 413 as soon as it has read the headers and
+    closes, while the client is still sending the body. The step must fail with that 413
+    (permanent: retrying cannot help), not with the broken pipe it causes (retried)."""
+    def answer(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
+        conn.close()
+    with RawTcpServer(answer) as server, pytest.raises(PermanentError, match="^HTTP 413 [A-Za-z ]+: too large$"):
+        resp = client.request("POST", server.url, data=b"x" * 8_000_000)
+        raise_for_status(resp)
+
+
+def test_a_certificate_naming_the_host_only_in_its_common_name_is_refused(tmp_path: object) -> None:
+    """subjectAltName is what names a TLS server (RFC 6125); the common-name fallback is
+    gone from browsers and urllib3, and is refused here too."""
+    cn_only = SelfSignedCert.make(hostnames=["localhost"], ips=[], alt_names=False)
+    with HttpSink(ssl_context=cn_only.server_context()) as sink:
+        client = OutboundClient(allowlist=LOCAL + ["localhost"], timeout=2, verify=cn_only.write_ca(tmp_path))
+        with pytest.raises(PermanentError, match="TLS certificate of localhost:.* could not be verified"):
+            client.request("GET", f"https://localhost:{sink.port}/")
