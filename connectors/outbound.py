@@ -545,8 +545,10 @@ class OutboundClient:
 
     def _read_body(self, raw: Response, prep: _Prepared, url: str, deadline: float,
                    summary: dict[str, Any]) -> bytes:
-        """Stream the (decoded) body, shrinking the socket timeout to what is left of the
-        deadline before every read, so a server trickling bytes cannot hold a worker past it."""
+        """Stream the (decoded) body. Every socket read gets only what is left of the deadline
+        (transport.py), so a server trickling bytes cannot hold a worker past it; the size cap
+        counts the bytes received as well as the decoded ones, so a body that decodes to
+        nothing (empty deflate blocks) cannot stream on either."""
         cap = self.max_response_bytes
         declared = raw.declared_length
         if declared is not None and declared > cap:
@@ -555,19 +557,16 @@ class OutboundClient:
         chunks: list[bytes] = []
         size = 0
         try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            while not raw.done:
+                if deadline - time.monotonic() <= 0:
                     raise RetryableError(f"timed out after {self.timeout:g} s reading the response",
                                          request=summary)
-                raw.settimeout(left)
                 chunk = raw.read1()
-                if not chunk:
-                    break
                 size += len(chunk)
-                if size > cap:
+                if size > cap or raw.received > cap:
                     raise self._too_large(raw, prep, summary)
-                chunks.append(chunk)
+                if chunk:
+                    chunks.append(chunk)
         except (RetryableError, PermanentError):
             raw.discard()
             raise

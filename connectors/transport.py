@@ -15,16 +15,23 @@ while TLS (SNI and the certificate check) uses the hostname; idle connections ar
 origins (least recently used dropped); a kept connection the server has closed meanwhile is
 noticed before it is used; gzip and deflate bodies are decoded as they stream, never more
 than ``DECODE_STEP`` bytes at a time, so a compression bomb meets the caller's size cap
-instead of filling memory.
+instead of filling memory; an answer sent before the request body was read is read.
+
+What it does beyond urllib3: every read and send of an exchange is bounded by one deadline
+(a server trickling its headers or chunk trailers one line at a time cannot hold a run past
+it); interim answers (103 Early Hints) are skipped to the final one; conflicting or
+malformed Content-Length values fail the exchange instead of framing the body wrongly.
 """
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import select
 import socket
 import ssl
 import threading
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -58,17 +65,79 @@ class Origin:
     hostname: str
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The socket's reads, each given only what is left of the exchange's deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._raw = sock.makefile("rb", buffering=0)  # keeps the socket open while in use, as http.client expects
+        self._sock = sock
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the deadline passed")
+        self._sock.settimeout(left)
+        return self._raw.readinto(buffer)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What ``http.client.HTTPResponse`` is given instead of the socket: its ``makefile``
+    is one buffered reader per exchange, shared by the interim answers and the final one
+    (bytes of the final answer may already sit in the buffer)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._file = io.BufferedReader(_DeadlineReader(sock, deadline))
+
+    def makefile(self, mode: str, *args: object, **kwargs: object) -> io.BufferedReader:
+        return self._file
+
+
 class _Connection(http.client.HTTPConnection):
-    """Connects to the origin's address; for https wraps the socket for its hostname."""
+    """Connects to the origin's address; for https wraps the socket for its hostname.
+    Every send and read of an exchange gets what is left of ``deadline``."""
 
     def __init__(self, origin: Origin, tls: ssl.SSLContext | None, timeout: float) -> None:
         super().__init__(origin.address, origin.port, timeout=timeout)
         self.origin = origin
         self._tls = tls
+        self.deadline = time.monotonic() + timeout
+        self._reader: _DeadlineSocket | None = None
+        self.response_class = self._response  # type: ignore[assignment]
+
+    def _response(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
+                  url: str | None = None) -> http.client.HTTPResponse:
+        self._reader = _DeadlineSocket(sock, self.deadline)
+        return http.client.HTTPResponse(self._reader, method=method)  # type: ignore[arg-type]
+
+    def final_response(self, method: str) -> http.client.HTTPResponse:
+        """The final answer: interim 1xx answers (103 Early Hints...; 100 Continue is
+        skipped by http.client) are read past, on the same buffered reader."""
+        raw = self.getresponse()
+        while 100 < raw.status < 200 and raw.status != 101:
+            raw.fp = None  # detached: closing it must not close the shared reader
+            raw = http.client.HTTPResponse(self._reader, method=method)  # type: ignore[arg-type]
+            raw.begin()
+        return raw
+
+    def send(self, data: bytes) -> None:  # type: ignore[override]
+        left = self.deadline - time.monotonic()
+        if self.sock is not None:
+            if left <= 0:
+                raise TimeoutError("the deadline passed")
+            self.sock.settimeout(left)
+        super().send(data)
 
     def connect(self) -> None:
         try:
-            sock = socket.create_connection((self.host, self.port), self.timeout)
+            sock = socket.create_connection((self.host, self.port), max(self.deadline - time.monotonic(), 0.001))
         except OSError as exc:
             raise ConnectError(str(exc)) from exc
         try:
@@ -96,9 +165,11 @@ class _Connection(http.client.HTTPConnection):
 def tls_context(verify: bool | str) -> ssl.SSLContext:
     """TLS 1.2 or newer, names checked against the certificate's subjectAltName only (no
     fallback to its common name, as urllib3 and browsers do); ``verify`` True (certifi's
-    bundle), a CA file or directory, or False (no certificate or hostname check)."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    bundle), a CA file or directory, or False (no certificate or hostname check). Only the
+    given CAs are trusted: not the system's store, not ``SSL_CERT_FILE``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # not create_default_context: it adds the system's CAs
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_TICKET
     ctx.hostname_checks_common_name = False
     ctx.set_alpn_protocols(["http/1.1"])
     if verify is False:
@@ -161,6 +232,7 @@ class _Inflater:
         self._members = 1
         self._fed = False
         self._ended = False  # gzip: bytes that are not another member followed the last one
+        self._trailer = b""  # gzip: bytes after a member, until they show whether another begins
         self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS) if self._gzip else None
 
     def feed(self, data: bytes) -> Iterator[bytes]:
@@ -179,6 +251,14 @@ class _Inflater:
                 if self._obj.eof:
                     if not self._gzip:
                         return  # bytes after the deflate stream
+                    data = self._trailer + data
+                    if len(data) < 2:
+                        self._trailer = data
+                        return
+                    self._trailer = b""
+                    if data[:2] != b"\x1f\x8b":  # not another member: trailing bytes, ignored
+                        self._ended = True
+                        return
                     self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
                     self._members += 1
                 out = self._obj.decompress(data, DECODE_STEP)
@@ -204,6 +284,8 @@ class _Inflater:
             raise BodyDecodeError(f"{'gzip' if self._gzip else 'deflate'} data does not decode: {exc}") from None
         if out:
             yield out
+        if self._members > 1:
+            return  # a later member cut short: the first one, whole, is the body (as urllib3 took it)
         if self._fed and not self._obj.eof:  # a cut stream: what decoded so far is not the body
             raise BodyDecodeError(f"{'gzip' if self._gzip else 'deflate'} data ends before its stream does")
 
@@ -214,9 +296,11 @@ class Response:
     the pool when it can carry another request) or :meth:`discard` to drop it."""
 
     def __init__(self, pool: ConnectionPool, conn: _Connection, raw: http.client.HTTPResponse,
-                 sock: socket.socket | None) -> None:
-        self._pool, self._conn, self._raw, self._sock = pool, conn, raw, sock
+                 declared_length: int | None) -> None:
+        self._pool, self._conn, self._raw = pool, conn, raw
+        self.declared_length = declared_length
         self.status = raw.status
+        self.received = 0  # body bytes read from the socket, before decoding
         merged: dict[str, tuple[str, str]] = {}  # one entry per name, repeats joined with ", "
         for name, value in raw.msg.items():
             key = name.lower()
@@ -224,45 +308,38 @@ class Response:
         self.headers = HTTPHeaderDict(dict(merged.values()))
         self._decoder = ContentDecoder.for_header(self.headers.get("Content-Encoding"))
         self._pending: Iterator[bytes] = iter(())
-        self._done = False
-
-    @property
-    def declared_length(self) -> int | None:
-        value = self.headers.get("Content-Length", "")
-        return int(value) if value.isdigit() else None
-
-    def settimeout(self, seconds: float) -> None:
-        if self._sock is not None:
-            self._sock.settimeout(seconds)
+        self._read_all = False  # the socket side is at the end of the body
+        self.done = False  # ... and every decoded piece has been handed out
 
     def read1(self, amount: int = DECODE_STEP) -> bytes:
         """The next piece of the (decoded) body, after at most one read from the socket;
-        b"" at its end."""
+        b"" when that read decoded to nothing yet, or at the end (then :attr:`done`)."""
         for piece in self._pending:
             return piece
-        while not self._done:
-            raw = self._raw.read1(amount) if self._raw.length != 0 else b""
-            if not raw:
-                if self._raw.length:  # the connection closed before Content-Length bytes came
-                    raise http.client.IncompleteRead(b"", self._raw.length)
-                self._done = True
-                if self._decoder is not None:
-                    self._pending = self._decoder.finish()
-                    for piece in self._pending:
-                        return piece
-                return b""
-            if self._decoder is None:
-                return raw
-            self._pending = self._decoder.feed(raw)
-            for piece in self._pending:
-                return piece
+        if self._read_all:
+            self.done = True
+            return b""
+        raw = self._raw.read1(amount) if self._raw.length != 0 else b""
+        self.received += len(raw)
+        if not raw:
+            if self._raw.length:  # the connection closed before Content-Length bytes came
+                raise http.client.IncompleteRead(b"", self._raw.length)
+            self._read_all = True
+            if self._decoder is not None:
+                self._pending = self._decoder.finish()
+            return self.read1(amount)
+        if self._decoder is None:
+            return raw
+        self._pending = self._decoder.feed(raw)
+        for piece in self._pending:
+            return piece
         return b""
 
     def release(self) -> None:
         """Done with the response: keep its connection for the next request to the same
         origin when the whole body was read and neither side asked to close."""
         raw, conn = self._raw, self._conn
-        reusable = self._done and not raw.will_close and conn.sock is not None
+        reusable = self.done and not raw.will_close and conn.sock is not None
         raw.close()
         if reusable:
             self._pool.put(conn)
@@ -272,6 +349,21 @@ class Response:
     def discard(self) -> None:
         self._raw.close()
         self._conn.close()
+
+
+def _declared_length(raw: http.client.HTTPResponse) -> int | None:
+    """The body's Content-Length (None: chunked, or none given). http.client frames a body
+    by the first Content-Length and reads to the end of the connection when it cannot parse
+    one; a length it cannot trust is an invalid answer (RFC 9112 6.3), not a body cut short
+    or run on."""
+    values = [part.strip() for value in raw.msg.get_all("Content-Length") or () for part in value.split(",")]
+    if not values:
+        return None
+    if len(set(values)) > 1 or not (values[0].isascii() and values[0].isdigit() and len(values[0]) <= 18):
+        raise http.client.HTTPException(f"invalid Content-Length {', '.join(values)[:60]!r}")
+    if len(values) > 1 and raw.length is None and not raw.chunked:  # "10, 10": http.client could not parse it
+        raise http.client.HTTPException(f"invalid Content-Length {', '.join(values)[:60]!r}")
+    return None if raw.chunked else int(values[0])
 
 
 class ConnectionPool:
@@ -296,37 +388,35 @@ class ConnectionPool:
     def send(self, origin: Origin, method: str, target: str, body: bytes | None, headers: dict[str, str],
              timeout: float) -> Response:
         """Send one request to ``origin`` and read the status line and headers. Raises
-        :class:`ConnectError` when no connection could be made, other ``OSError``,
-        ``ssl.SSLError`` and ``http.client.HTTPException`` as they come."""
+        :class:`ConnectError` when no connection could be made, ``TimeoutError`` past the
+        deadline (``timeout`` from now, for every send and read of the exchange, body
+        included), other ``OSError``, ``ssl.SSLError`` and ``http.client.HTTPException``
+        as they come."""
+        deadline = time.monotonic() + timeout
         conn = self._take(origin, timeout)
         try:
+            conn.deadline = deadline
             if conn.sock is None:
-                conn.timeout = timeout
                 conn.connect()
-            else:
-                conn.sock.settimeout(timeout)
-            sock = conn.sock
             try:
                 conn.request(method, target, body=body, headers=headers)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # it stopped reading, perhaps to answer early (413): what it said is the answer
-            raw = conn.getresponse()
+            raw = conn.final_response(method)
+            length = _declared_length(raw)
         except BaseException:
             conn.close()
             raise
-        return Response(self, conn, raw, sock)
+        return Response(self, conn, raw, length)
 
     def _take(self, origin: Origin, timeout: float) -> _Connection:
-        with self._lock:
-            idle = self._idle.get(origin)
-            if idle is not None:
+        while True:
+            with self._lock:  # looked up and taken at once: put() may evict the origin meanwhile
+                idle = self._idle.get(origin)
+                if not idle:
+                    break
                 self._idle.move_to_end(origin)
-        while idle:
-            try:
-                with self._lock:
-                    conn = idle.pop()
-            except IndexError:
-                break
+                conn = idle.pop()
             if not conn.dropped():
                 return conn
             conn.close()

@@ -11,6 +11,7 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Self
 
 import pytest
@@ -177,9 +178,11 @@ def test_idle_connections_are_bounded_per_destination_and_in_destinations() -> N
     ("gzip, deflate", lambda b: zlib.compress(gzip.compress(b))),        # applied in that order
     ("gzip", lambda b: gzip.compress(b[:500]) + gzip.compress(b[500:])),  # two members
     ("gzip", lambda b: gzip.compress(b) + b"\0\0trailing"),              # bytes after the member
+    ("gzip", lambda b: gzip.compress(b) + b"\n"),                         # a newline after it
+    ("gzip", lambda b: gzip.compress(b) + b"\x1f\x8b"),                   # the start of a member that never came
     ("identity", lambda b: b),
 ], ids=["gzip", "x-gzip", "deflate", "raw deflate", "gzip then deflate", "two gzip members",
-        "gzip with trailing bytes", "identity"])
+        "gzip with trailing bytes", "gzip and a newline", "gzip and a cut member", "identity"])
 def test_encoded_bodies_are_decoded(client: OutboundClient, encoding: str, encode: Callable[[bytes], bytes]) -> None:
     plain = bytes(range(256)) * 8
     with KeepAliveServer(lambda n, head: ok(encode(plain), f"Content-Encoding: {encoding}\r\n")) as server:
@@ -260,7 +263,7 @@ def test_a_body_cut_short_is_retryable(client: OutboundClient) -> None:
         client.request("GET", server.url)
 
 
-def test_https_connections_are_kept_alive_too(tmp_path: object) -> None:
+def test_https_connections_are_kept_alive_too(tmp_path: Path) -> None:
     """TLS 1.3 servers send session tickets after the handshake: a kept connection must not
     mistake them for the server closing it."""
     cert = SelfSignedCert.make()
@@ -292,7 +295,7 @@ def test_an_answer_sent_before_the_body_was_read_is_the_answer(client: OutboundC
         raise_for_status(resp)
 
 
-def test_a_certificate_naming_the_host_only_in_its_common_name_is_refused(tmp_path: object) -> None:
+def test_a_certificate_naming_the_host_only_in_its_common_name_is_refused(tmp_path: Path) -> None:
     """subjectAltName is what names a TLS server (RFC 6125); the common-name fallback is
     gone from browsers and urllib3, and is refused here too."""
     cn_only = SelfSignedCert.make(hostnames=["localhost"], ips=[], alt_names=False)
@@ -300,3 +303,79 @@ def test_a_certificate_naming_the_host_only_in_its_common_name_is_refused(tmp_pa
         client = OutboundClient(allowlist=LOCAL + ["localhost"], timeout=2, verify=cn_only.write_ca(tmp_path))
         with pytest.raises(PermanentError, match="TLS certificate of localhost:.* could not be verified"):
             client.request("GET", f"https://localhost:{sink.port}/")
+
+
+def test_only_the_configured_certificates_are_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify=<bundle> trusts that bundle, not also the system's store or SSL_CERT_FILE
+    (where a corporate interception CA would be)."""
+    server_ca, other_ca = SelfSignedCert.make(), SelfSignedCert.make()
+    (tmp_path / "server").mkdir()
+    (tmp_path / "other").mkdir()
+    monkeypatch.setenv("SSL_CERT_FILE", server_ca.write_ca(tmp_path / "server"))
+    with HttpSink(ssl_context=server_ca.server_context()) as sink:
+        client = OutboundClient(allowlist=LOCAL, timeout=2, verify=other_ca.write_ca(tmp_path / "other"))
+        with pytest.raises(PermanentError, match="TLS certificate of localhost:.* could not be verified"):
+            client.request("GET", sink.url)
+
+
+@pytest.mark.parametrize("lengths", ["Content-Length: 2\r\nContent-Length: 27", "Content-Length: 2, 27",
+                                     "Content-Length: \u00b2".encode().decode("latin-1"), "Content-Length: " + "9" * 40])
+def test_a_content_length_that_cannot_be_trusted_fails_the_exchange(client: OutboundClient, lengths: str) -> None:
+    """Framed by the first of two lengths, a body would be silently cut (RFC 9112 6.3)."""
+    answer = f"HTTP/1.1 200 OK\r\n{lengths}\r\n\r\n" + '{"whole": "body"}' + " " * 10
+    with RawTcpServer(lambda conn, head: conn.sendall(answer.encode("latin-1"))) as server, \
+            pytest.raises(RetryableError, match=f"^invalid HTTP response from 127.0.0.1:{server.port}: "
+                                                f"HTTPException: invalid Content-Length"):
+        client.request("GET", server.url)
+
+
+def trickle(first: bytes, lines: list[bytes], last: bytes) -> Callable[[socket.socket, bytes], None]:
+    def behaviour(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(first)
+        for line in lines:
+            time.sleep(0.3)
+            conn.sendall(line)
+        conn.sendall(last)
+    return behaviour
+
+
+@pytest.mark.parametrize("behaviour", [
+    trickle(b"HTTP/1.1 200 OK\r\n", [b"X-%d: y\r\n" % i for i in range(10)], b"Content-Length: 2\r\n\r\nok"),
+    trickle(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n",
+            [b"X-%d: y\r\n" % i for i in range(10)], b"\r\n"),
+], ids=["headers a line at a time", "chunk trailer a line at a time"])
+def test_the_deadline_bounds_the_whole_exchange(behaviour: Callable[[socket.socket, bytes], None]) -> None:
+    """Each line arrives well within the timeout; the exchange as a whole does not."""
+    quick = OutboundClient(allowlist=LOCAL, timeout=1)
+    started = time.monotonic()
+    with RawTcpServer(behaviour) as server, pytest.raises(RetryableError, match=r"timed out after 1 s"):
+        quick.request("GET", server.url)
+    assert time.monotonic() - started < 1.6
+
+
+def test_a_body_that_decodes_to_nothing_meets_the_size_cap() -> None:
+    """Empty deflate blocks, streamed: nothing decoded ever reaches the cap, the bytes do."""
+    def behaviour(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nConnection: close\r\n\r\n\x78\x9c")
+        for _ in range(100):
+            conn.sendall(b"\x00\x00\x00\xff\xff" * 2000)
+            time.sleep(0.01)
+    small = OutboundClient(allowlist=LOCAL, timeout=3, max_response_bytes=1000)
+    started = time.monotonic()
+    with RawTcpServer(behaviour) as server, pytest.raises(PermanentError, match="response too large"):
+        small.request("GET", server.url)
+    assert time.monotonic() - started < 1
+
+
+def test_interim_answers_are_skipped_to_the_final_one(client: OutboundClient) -> None:
+    """103 Early Hints comes before the answer; taking it as the answer would also leave the
+    real one on the connection, to be read as the answer to the next request."""
+    def behaviour(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+        time.sleep(0.2)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+    with RawTcpServer(behaviour) as server:
+        assert client.request("POST", server.url, json={"n": 1}).text == "first"
+        assert client.request("POST", server.url, json={"n": 2}).text == "second"
