@@ -166,3 +166,25 @@ def test_a_yes_no_setting_refuses_other_words():
     assert _coerce("X", "Yes", False) is True and _coerce("X", "off", True) is False
     with pytest.raises(ConfigError, match="HOOKLINE_X='maybe': expected one of 1, true, yes, on, 0, false"):
         _coerce("X", "maybe", False)
+
+
+@pytest.mark.parametrize("raw, public_url, secure", [
+    ("true", "http://hooks.example.com", True),     # behind a TLS-terminating proxy, as the README says
+    ("no", "https://hooks.example.com", False),
+    ("", "https://hooks.example.com", True),        # empty: from PUBLIC_URL
+    ("", "http://hooks.example.com", False),
+])
+def test_secure_cookies_from_the_environment(tmp_path, monkeypatch, raw, public_url, secure):
+    """A bug report: 'HOOKLINE_SECURE_COOKIES=true hookline serve' died with a TypeError."""
+    monkeypatch.setenv("HOOKLINE_SECURE_COOKIES", raw)
+    monkeypatch.setenv("HOOKLINE_PUBLIC_URL", public_url)
+    app = create_app(instance_path=str(tmp_path / "instance"))
+    assert app.config["SECURE_COOKIES"] is secure and app.config["SESSION_COOKIE_SECURE"] is secure
+
+
+def test_a_mistyped_secure_cookies_is_named(tmp_path):
+    env = {**os.environ, "HOOKLINE_SECURE_COOKIES": "sure"}
+    out = subprocess.run([*HOOKLINE, "serve", "--instance", str(tmp_path / "instance")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert out.stderr.strip().startswith("Error: HOOKLINE_SECURE_COOKIES='sure': expected one of 1, true, yes")

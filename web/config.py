@@ -109,7 +109,7 @@ def settings(instance_path: str | Path, test_config: dict[str, Any] | None = Non
     config["PUBLIC_URL"] = config["PUBLIC_URL"].rstrip("/")
     secure = config["SECURE_COOKIES"]
     if isinstance(secure, str):
-        secure = (_coerce(secure, False) if secure.strip()
+        secure = (_coerce("SECURE_COOKIES", secure, False) if secure.strip()
                   else config["PUBLIC_URL"].lower().startswith("https://"))
     config["SECURE_COOKIES"] = bool(secure)
     config["SESSION_COOKIE_SECURE"] = bool(secure)
