@@ -424,12 +424,14 @@ class OutboundClient:
     them, and closed after use, as requests did).
     ``timeout`` is both the connect/read timeout and the deadline for the whole exchange,
     redirects and body included. ``verify`` is True, False or a CA bundle path (file or
-    directory); True uses certifi's bundle. Host names are looked up again after
-    ``dns_cache_seconds`` (:class:`~connectors.destinations.DnsCache`)."""
+    directory); True uses certifi's bundle; ``extra_ca`` (file or directory) is trusted as
+    well. Host names are looked up again after ``dns_cache_seconds``
+    (:class:`~connectors.destinations.DnsCache`)."""
 
     def __init__(self, allowlist: Sequence[str] | str = (), timeout: float = 30.0,
                  max_response_bytes: int = 5 * 1024 * 1024, user_agent: str = "Hookline/0.1",
-                 verify: bool | str = True, pool_size: int = 32, dns_cache_seconds: float = 30.0) -> None:
+                 verify: bool | str = True, pool_size: int = 32, dns_cache_seconds: float = 30.0,
+                 extra_ca: str | None = None) -> None:
         self.allowlist = Allowlist(allowlist)
         self.dns = DnsCache(dns_cache_seconds)
         self.timeout = timeout
@@ -439,7 +441,7 @@ class OutboundClient:
         self._defaults = {"user-agent": ("User-Agent", user_agent),
                           "accept-encoding": ("Accept-Encoding", ACCEPT_ENCODING),
                           "accept": ("Accept", "*/*"), "connection": ("Connection", "keep-alive")}
-        self.pools = ConnectionPool(verify, per_origin=pool_size, max_origins=pool_size)
+        self.pools = ConnectionPool(verify, per_origin=pool_size, max_origins=pool_size, extra_ca=extra_ca)
 
     def close(self) -> None:
         self.pools.clear()

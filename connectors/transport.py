@@ -162,11 +162,12 @@ class _Connection(http.client.HTTPConnection):
         return bool(poller.poll(0))
 
 
-def tls_context(verify: bool | str) -> ssl.SSLContext:
+def tls_context(verify: bool | str, extra_ca: str | None = None) -> ssl.SSLContext:
     """TLS 1.2 or newer, names checked against the certificate's subjectAltName only (no
     fallback to its common name, as urllib3 and browsers do); ``verify`` True (certifi's
-    bundle), a CA file or directory, or False (no certificate or hostname check). Only the
-    given CAs are trusted: not the system's store, not ``SSL_CERT_FILE``."""
+    bundle), a CA file or directory, or False (no certificate or hostname check);
+    ``extra_ca``, a CA file or directory trusted as well (a private CA's services). Only
+    these CAs are trusted: not the system's store, not ``SSL_CERT_FILE``."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # not create_default_context: it adds the system's CAs
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_TICKET
@@ -176,13 +177,36 @@ def tls_context(verify: bool | str) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
-    if verify is True:
-        ctx.load_verify_locations(cafile=certifi.where())
-    elif os.path.isdir(verify):
-        ctx.load_verify_locations(capath=verify)
-    else:
-        ctx.load_verify_locations(cafile=verify)
+    _load_cas(ctx, certifi.where() if verify is True else verify)
+    if extra_ca:
+        _load_cas(ctx, extra_ca)
     return ctx
+
+
+def _load_cas(ctx: ssl.SSLContext, path: str) -> None:
+    if os.path.isdir(path):
+        ctx.load_verify_locations(capath=path)
+    else:
+        ctx.load_verify_locations(cafile=path)
+
+
+def ca_problem(path: str) -> str | None:
+    """Why ``path`` cannot serve as CA certificates (missing, unreadable, no PEM
+    certificate in it), or None: checked when the setting is read, not at the first
+    delivery."""
+    if not os.path.exists(path):
+        return "no such file or folder"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    no_certificate = "no CA certificate in it (PEM: -----BEGIN CERTIFICATE-----)"
+    try:
+        _load_cas(ctx, path)
+    except ssl.SSLError:
+        return no_certificate
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    if not os.path.isdir(path) and not ctx.get_ca_certs():
+        return no_certificate
+    return None
 
 
 class ContentDecoder:
@@ -370,9 +394,11 @@ class ConnectionPool:
     """Idle kept-alive connections, by origin. Thread-safe; a connection is used by one
     thread at a time (taken out while in use)."""
 
-    def __init__(self, verify: bool | str = True, per_origin: int = 32, max_origins: int = 32) -> None:
+    def __init__(self, verify: bool | str = True, per_origin: int = 32, max_origins: int = 32,
+                 extra_ca: str | None = None) -> None:
         self._tls: ssl.SSLContext | None = None
         self._verify = verify
+        self._extra_ca = extra_ca
         self.per_origin = per_origin
         self.max_origins = max_origins
         self._idle: OrderedDict[Origin, list[_Connection]] = OrderedDict()
@@ -382,7 +408,7 @@ class ConnectionPool:
         if self._tls is None:  # built on first use: loading the CA bundle costs milliseconds
             with self._lock:
                 if self._tls is None:
-                    self._tls = tls_context(self._verify)
+                    self._tls = tls_context(self._verify, self._extra_ca)
         return self._tls
 
     def send(self, origin: Origin, method: str, target: str, body: bytes | None, headers: dict[str, str],

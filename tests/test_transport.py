@@ -379,3 +379,30 @@ def test_interim_answers_are_skipped_to_the_final_one(client: OutboundClient) ->
     with RawTcpServer(behaviour) as server:
         assert client.request("POST", server.url, json={"n": 1}).text == "first"
         assert client.request("POST", server.url, json={"n": 2}).text == "second"
+
+
+def test_a_private_ca_can_be_trusted_besides_the_public_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HOOKLINE_OUTBOUND_EXTRA_CA_CERTS: an internal CRM signed by the company's own CA is
+    reached; without the setting it is refused, and a path that holds no certificate is
+    named when the server starts, not at the first delivery."""
+    from web.app import create_app
+    from web.config import ConfigError
+
+    private = SelfSignedCert.make()
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    private.write_ca(instance)  # instance/ca.pem: a relative setting is read from the instance folder
+    monkeypatch.setenv("HOOKLINE_OUTBOUND_ALLOWLIST", "127.0.0.0/8, localhost")
+    with HttpSink(lambda r: Reply(200, "internal ok"), ssl_context=private.server_context()) as sink:
+        plain = create_app(instance_path=str(instance)).extensions["hookline"].http
+        with pytest.raises(PermanentError, match="could not be verified"):
+            plain.request("GET", sink.url)
+        monkeypatch.setenv("HOOKLINE_OUTBOUND_EXTRA_CA_CERTS", "ca.pem")
+        app = create_app(instance_path=str(instance))
+        assert app.config["OUTBOUND_EXTRA_CA_CERTS"] == str(instance / "ca.pem")
+        assert app.extensions["hookline"].http.request("GET", sink.url).text == "internal ok"
+    (instance / "not-a-ca.pem").write_text("just text\n")
+    for value, problem in (("missing.pem", "no such file or folder"), ("not-a-ca.pem", "no CA certificate in it")):
+        monkeypatch.setenv("HOOKLINE_OUTBOUND_EXTRA_CA_CERTS", value)
+        with pytest.raises(ConfigError, match=f"^HOOKLINE_OUTBOUND_EXTRA_CA_CERTS='.*{value}': {problem}"):
+            create_app(instance_path=str(instance))

@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "INBOUND_WRITE_TIMEOUT": 15.0,  # seconds a webhook waits for the database before 503 (senders time out at 10–30 s)
     "OUTBOUND_ALLOWLIST": [],      # CIDRs/hosts outbound calls may reach although not public
     "OUTBOUND_TIMEOUT": 30.0,
+    # PEM file (or c_rehash'ed folder) of CA certificates trusted for outbound HTTPS besides
+    # the public ones (certifi's), for services signed by a private CA; empty: none
+    "OUTBOUND_EXTRA_CA_CERTS": "",
     "DNS_CACHE_SECONDS": 30.0,     # how long an outbound host name's addresses are reused; 0: look up every call
     "LEASE_SECONDS": 300,
     # On SIGTERM, how long serve and worker let runs in flight finish their current step
@@ -118,6 +121,15 @@ def settings(instance_path: str | Path, test_config: dict[str, Any] | None = Non
     config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(config["SESSION_HOURS"]))
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
     config["MAX_CONTENT_LENGTH"] = config["MAX_BODY_BYTES"]
+    extra_ca = str(config["OUTBOUND_EXTRA_CA_CERTS"] or "").strip()
+    if extra_ca:
+        from connectors.transport import ca_problem
+
+        extra_ca = str(instance / extra_ca) if not Path(extra_ca).is_absolute() else extra_ca
+        problem = ca_problem(extra_ca)
+        if problem:
+            raise ConfigError(f"HOOKLINE_OUTBOUND_EXTRA_CA_CERTS={extra_ca!r}: {problem}")
+    config["OUTBOUND_EXTRA_CA_CERTS"] = extra_ca
     return config
 
 
