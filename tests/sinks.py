@@ -65,7 +65,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class HttpSink:
-    """``responder`` decides each answer (default 200 ``ok``); every request is recorded.
+    """``responder`` decides each answer (default 200 ``ok``); every request is recorded, and
+    ``connections`` counts the connections clients opened (keep-alive reuse shows there).
     ``host`` may be any 127.0.0.0/8 address; ``ssl_context`` (a server context) makes it
     HTTPS, and then ``url`` names ``localhost`` so certificates can be checked."""
 
@@ -73,11 +74,17 @@ class HttpSink:
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.responder: Responder = responder or (lambda req: Reply(200, "ok"))
         self.requests: list[Received] = []
+        self.connections = 0
         self._cond = threading.Condition()
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                with sink._cond:
+                    sink.connections += 1
+                super().setup()
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
