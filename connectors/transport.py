@@ -157,6 +157,8 @@ class _Connection(http.client.HTTPConnection):
             return True
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
+        if not hasattr(select, "poll"):  # Windows
+            return bool(select.select([sock], [], [], 0)[0])
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         return bool(poller.poll(0))
