@@ -102,13 +102,14 @@ class _DeadlineSocket:
 
 class _Connection(http.client.HTTPConnection):
     """Connects to the origin's address; for https wraps the socket for its hostname.
-    Every send and read of an exchange gets what is left of ``deadline``."""
+    Every send and read of an exchange, and the connect, get what is left of ``deadline``
+    (set by :meth:`ConnectionPool.send` for each exchange)."""
 
-    def __init__(self, origin: Origin, tls: ssl.SSLContext | None, timeout: float) -> None:
-        super().__init__(origin.address, origin.port, timeout=timeout)
+    def __init__(self, origin: Origin, tls: ssl.SSLContext | None) -> None:
+        super().__init__(origin.address, origin.port)
         self.origin = origin
         self._tls = tls
-        self.deadline = time.monotonic() + timeout
+        self.deadline = 0.0
         self._reader: _DeadlineSocket | None = None
         self.response_class = self._response  # type: ignore[assignment]
 
@@ -385,9 +386,8 @@ def _declared_length(raw: http.client.HTTPResponse) -> int | None:
     values = [part.strip() for value in raw.msg.get_all("Content-Length") or () for part in value.split(",")]
     if not values:
         return None
-    if len(set(values)) > 1 or not (values[0].isascii() and values[0].isdigit() and len(values[0]) <= 18):
-        raise http.client.HTTPException(f"invalid Content-Length {', '.join(values)[:60]!r}")
-    if len(values) > 1 and raw.length is None and not raw.chunked:  # "10, 10": http.client could not parse it
+    if (len(set(values)) > 1 or not (values[0].isascii() and values[0].isdigit() and len(values[0]) <= 18)
+            or raw.length is None and not raw.chunked):  # e.g. "10, 10": http.client could not parse it
         raise http.client.HTTPException(f"invalid Content-Length {', '.join(values)[:60]!r}")
     return None if raw.chunked else int(values[0])
 
@@ -421,7 +421,7 @@ class ConnectionPool:
         included), other ``OSError``, ``ssl.SSLError`` and ``http.client.HTTPException``
         as they come."""
         deadline = time.monotonic() + timeout
-        conn = self._take(origin, timeout)
+        conn = self._take(origin)
         try:
             conn.deadline = deadline
             if conn.sock is None:
@@ -437,7 +437,7 @@ class ConnectionPool:
             raise
         return Response(self, conn, raw, length)
 
-    def _take(self, origin: Origin, timeout: float) -> _Connection:
+    def _take(self, origin: Origin) -> _Connection:
         while True:
             with self._lock:  # looked up and taken at once: put() may evict the origin meanwhile
                 idle = self._idle.get(origin)
@@ -448,7 +448,7 @@ class ConnectionPool:
             if not conn.dropped():
                 return conn
             conn.close()
-        return _Connection(origin, self._context() if origin.scheme == "https" else None, timeout)
+        return _Connection(origin, self._context() if origin.scheme == "https" else None)
 
     def put(self, conn: _Connection) -> None:
         evicted: list[_Connection] = []
