@@ -17,6 +17,7 @@ the slot's back.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import queue
 import sqlite3
@@ -27,6 +28,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from .jsonable import json_default
 
 READ_ONLY = "hookline_read_only"
 LOCK_TIMEOUT = 30.0
@@ -39,6 +42,17 @@ def is_sqlite(url_or_engine: Any) -> bool:
 PG_POOL_KEPT, PG_POOL_MAX = 5, 15  # per process; see engine_options
 
 
+def dumps_json(value: Any) -> str:
+    """The JSON columns' encoder: a step's recorded input or output that holds a date or a
+    Decimal is stored in its JSON form (see automations/jsonable.py), where the default
+    encoder raised after the step's request was sent, and the run was sent again at each
+    lease expiry."""
+    return _JSON.encode(value)
+
+
+_JSON = json.JSONEncoder(default=json_default)  # one, as json.dumps keeps one: building it per call costs
+
+
 def engine_options(url: str, pool_size: int = 20) -> dict[str, Any]:
     """Options for ``create_engine`` (also handed to Flask-SQLAlchemy)."""
     if is_sqlite(url):
@@ -46,6 +60,7 @@ def engine_options(url: str, pool_size: int = 20) -> dict[str, Any]:
             "connect_args": {"check_same_thread": False, "timeout": 30},
             "pool_size": pool_size,
             "max_overflow": 20,
+            "json_serializer": dumps_json,
         }
     # PostgreSQL: connections are a server-wide budget (max_connections, 100 by default) that
     # every web and worker process shares, and they stay open. A process's threads mostly write
@@ -53,7 +68,8 @@ def engine_options(url: str, pool_size: int = 20) -> dict[str, Any]:
     # opens at most PG_POOL_MAX under a burst (threads beyond wait their turn): sized by thread
     # count, three workers and a web process used 90+ connections and the next was refused.
     kept = min(pool_size, PG_POOL_KEPT)
-    return {"pool_size": kept, "max_overflow": PG_POOL_MAX - kept, "pool_pre_ping": True}
+    return {"pool_size": kept, "max_overflow": PG_POOL_MAX - kept, "pool_pre_ping": True,
+            "json_serializer": dumps_json}
 
 
 class WriterSlot:

@@ -19,6 +19,7 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 
 from automations.filters import FILTERS
+from automations.jsonable import plain
 from automations.sandbox import (
     MAX_OUTPUT_SIZE,  # render defaults, read from this module so tests and callers can set templating.MAX_WORK
     MAX_WORK,
@@ -124,8 +125,8 @@ def _keep_type(result: Any) -> Any:
     if isinstance(result, str):
         return str(result)  # Markup -> plain str
     if isinstance(result, range) or hasattr(result, "__next__"):
-        return materialize(result)  # map/select generators become lists
-    return result
+        result = materialize(result)  # map/select generators become lists
+    return plain(result)  # dates as ISO 8601 text, Decimals as numbers: what every connector sends
 
 
 def render(source: str, context: dict, *, max_output: int | None = None, max_work: int | None = None) -> Any:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
 import pytest
 import requests
@@ -105,6 +106,26 @@ def test_later_steps_use_earlier_outputs(live):
         _first, second = sink.wait_for(2)
         assert second.json() == {"contact": 42}
         assert wait_run(live.app, run_id) == "succeeded"
+
+
+def test_an_input_that_renders_to_a_date_is_recorded_and_sent_once(live, sink):
+    """The bug report: a header ``{{ now() }}`` left the run "running"; the log said "Object of
+    type datetime is not JSON serializable" and the receiver got the request again at every
+    lease expiry. A template that is one expression keeps its type, so the step's recorded
+    input held a datetime that the JSON column could not store."""
+    _, token = make_recipe(live.app, fields=[{"name": "price", "path": "$.price"}], steps=[http_step(
+        "crm", sink.url, "{}", headers={"X-At": "{{ now() }}", "X-Price": "{{ price | to_number }}"},
+        query={"day": "{{ '2026-11-29' | parse_datetime }}"})])
+    run_id = live.post(token, json={"price": "12.50"}).json()["run_id"]
+    assert wait_run(live.app, run_id) == "succeeded"
+    [sent] = sink.wait_for(1)
+    [step] = steps_of(live.app, run_id)
+    recorded = step["input"]
+    assert recorded["headers"]["X-At"] == sent.headers["X-At"]  # ISO 8601 text, sent and in the history
+    assert datetime.fromisoformat(sent.headers["X-At"]).year >= 2026
+    assert recorded["query"] == {"day": "2026-11-29T00:00:00+00:00"} 
+    assert sent.query == {"day": ["2026-11-29T00:00:00+00:00"]}
+    assert recorded["headers"]["X-Price"] == 12.5 and sent.headers["X-Price"] == "12.5"
 
 
 def test_retry_resumes_at_failed_step_without_resending_earlier_steps(live):

@@ -54,6 +54,34 @@ def test_single_expression_keeps_type(ctx, source, expected):
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
+        ("{{ trigger.body.created | parse_datetime }}", "2024-01-15T10:00:00+00:00"),
+        ("{{ '2024-01-15' | parse_datetime | add_time(days=1) }}", "2024-01-16T00:00:00+00:00"),
+        ("{{ {'at': trigger.body.created | parse_datetime, 'n': [1, '2024-01-15 09:30' | parse_datetime]} }}",
+         {"at": "2024-01-15T10:00:00+00:00", "n": [1, "2024-01-15T09:30:00+00:00"]}),
+        ("{{ [trigger.body.created | parse_datetime] | map('string') }}", ["2024-01-15 10:00:00+00:00"]),
+    ],
+)
+def test_a_single_expression_giving_dates_gives_their_iso_text(ctx, source, expected):
+    """What every connector sends and the history stores: a datetime object inside a step's
+    inputs could not be recorded (the JSON column refused it) after the step had been sent."""
+    assert render(source, ctx) == expected
+
+
+def test_decimals_and_dates_take_their_json_form_and_plain_data_is_left_as_it_is():
+    from decimal import Decimal
+
+    from automations.jsonable import plain
+
+    assert plain({"a": [Decimal("2.50"), Decimal(3)], "b": datetime(2024, 1, 15, tzinfo=UTC).date()}) == {
+        "a": [2.5, 3], "b": "2024-01-15"}
+    assert plain(Decimal("NaN")) == "NaN"
+    data = {"a": [1, "x", None, {"b": True}]}
+    assert plain(data) is data
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
         ("Hi {{ email }}!", "Hi ada@example.com!"),
         ("{{ amount }}{{ amount }}", "19991999"),
         ("x {{ amount }}", "x 1999"),
@@ -97,11 +125,12 @@ def test_build_context_fields_do_not_shadow_reserved_names():
     assert context["fields"]["trigger"] == "x"
     assert context["email"] == "e"
     assert render("{{ fields.now }}", context) == "y"
-    assert isinstance(render("{{ now() }}", context), datetime)
+    assert datetime.fromisoformat(render("{{ now() }}", context)).tzinfo is not None  # ISO text: see below
 
 
 def test_now_is_aware_utc_and_injectable():
-    assert render("{{ now() }}", build_context({}, {}, {})).tzinfo is UTC
+    assert render("{{ now().tzinfo }}", build_context({}, {}, {})) is UTC
+    assert render("{{ now() }}", build_context({}, {}, {})).endswith("+00:00")
     frozen = datetime(2024, 1, 15, tzinfo=UTC)
     context = build_context({}, {}, {}, now=lambda: frozen)
     assert render("{{ now() | format_datetime('%Y-%m-%d') }}", context) == "2024-01-15"
