@@ -151,7 +151,7 @@ def execute(core: Core, run_id: int, owner: str, claimed: Any = None,
                 return _release(core, run, owner)
             status = _execute_step(core, run, owner, index, steps[index], trigger, fields, outputs,
                                    loaded.connections, definition.get("settings") or {},
-                                   last=index == len(steps) - 1)
+                                   last=index == len(steps) - 1, age_from=_age_from(run.created_at, steps, outputs))
             if status is not None:
                 return status
     except LeaseLost:
@@ -164,8 +164,10 @@ def execute(core: Core, run_id: int, owner: str, claimed: Any = None,
 
 def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, Any],
                   trigger: dict[str, Any], fields: dict[str, Any], outputs: dict[str, Any],
-                  conns: dict[int, Connection], settings: dict[str, Any], last: bool) -> str | None:
-    """Returns a final/retry status to stop at, or None to go on with the next step."""
+                  conns: dict[int, Connection], settings: dict[str, Any], last: bool,
+                  age_from: datetime) -> str | None:
+    """Returns a final/retry/waiting status to stop at, or None to go on with the next step.
+    ``age_from``: what the retry policy's maximum age counts from."""
     key, action_key = step["key"], step["action"]
     conn = conns.get(step.get("connection")) if step.get("connection") else None
     try:
@@ -186,6 +188,7 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     inputs: dict[str, Any] | None = None
     retry_after: float | datetime | None = None
     halted: str | None = None  # why the run ends at this step ("only continue if")
+    resume_at: datetime | None = None  # when the next step is due ("delay")
     action = ACTIONS.get(action_key)
     try:
         if action is None:
@@ -205,10 +208,12 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
             result = ActionResult(output={"passed": False, "reason": halted})
         else:
             ctx = ActionContext(inputs=inputs, credentials=connections_mod.credentials_for(core.secret_box, conn),
-                                http=core.http, idempotency_key=f"hookline-{run.id}-{key}")
+                                http=core.http, idempotency_key=f"hookline-{run.id}-{key}", now=started)
             result = action.run(ctx)
             if action.halts is not None and action.halts(inputs):
                 halted = "the condition was false"
+            if action.waits is not None:
+                resume_at = action.waits(inputs, started)
     except RetryableError as exc:
         outcome, retry_after = "retrying", exc.retry_after
         record.error, record.request, record.response = exc.message, exc.request, exc.response
@@ -237,6 +242,8 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
                            record, outputs, index + 1)
         if last:
             return _finish(core, run, owner, RunStatus.SUCCEEDED, None, record, outputs, index + 1)
+        if resume_at is not None and resume_at > core.clock.now():
+            return _wait(core, run, owner, record, outputs, index + 1, resume_at)
         _checkpoint(core, run, owner, record, outputs, index + 1)
         return None
     error = f"step '{key}' ({action_key}): {record.error}"
@@ -244,7 +251,7 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
         return _finish(core, run, owner, RunStatus.FAILED, error, record, outputs, index)
     policy = RetryPolicy.from_settings(settings)
     now = core.clock.now()
-    when = next_attempt_at(policy, run.attempt, run.created_at, now, retry_after)
+    when = next_attempt_at(policy, run.attempt, age_from, now, retry_after)
     if when is None:
         error += f" (gave up after {run.attempt} attempts)"
         status = _finish(core, run, owner, RunStatus.DEAD, error, record, outputs, index)
@@ -279,6 +286,36 @@ def _scrub(record: SimpleNamespace, secrets: list[str]) -> None:
 def _checkpoint(core: Core, run: Run, owner: str, record: SimpleNamespace, outputs: dict[str, Any],
                 step_index: int) -> None:
     _write(core, run, owner, record, step_index=step_index, outputs=outputs)
+
+
+def _wait(core: Core, run: Run, owner: str, record: SimpleNamespace, outputs: dict[str, Any],
+          step_index: int, resume_at: datetime) -> str:
+    """A delay step: the run goes back to the queue, due at ``resume_at``, checkpointed after
+    the delay, with no lease and this attempt not counted (the claim that resumes it counts it
+    again), so no thread waits and a restart loses nothing. Held at once if the recipe was
+    paused meanwhile, as a retry is."""
+    _write(core, run, owner, record, status=RunStatus.QUEUED.value, error=None, next_attempt_at=resume_at,
+           lease_owner=None, lease_expires_at=None, step_index=step_index, outputs=outputs,
+           attempt=run.attempt - 1)
+    if core.writer.submit(partial(queue.hold_if_paused, run_id=run.id)):
+        return RunStatus.HELD.value
+    return RunStatus.QUEUED.value
+
+
+def _age_from(created_at: datetime, steps: list[dict[str, Any]], outputs: dict[str, Any]) -> datetime:
+    """When the retry policy's maximum age starts: the run's creation, or the end of the last
+    delay it came out of, so a step after a week's delay has the whole retry window (its
+    ``until``, naive UTC with a Z, is in the delay step's output)."""
+    latest = created_at
+    for step in steps:
+        action, out = ACTIONS.get(step.get("action", "")), outputs.get(step.get("key", ""))
+        if action is None or action.waits is None or not isinstance(out, dict) or not isinstance(out.get("until"), str):
+            continue
+        try:
+            latest = max(latest, datetime.fromisoformat(out["until"].removesuffix("Z")))
+        except (ValueError, TypeError):  # naive and aware cannot compare: an output not written by us
+            continue
+    return latest
 
 
 def _release(core: Core, run: Run, owner: str) -> str:

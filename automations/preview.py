@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.base import PermanentError
 from connectors.registry import ACTIONS
 
+from .clock import utcnow
 from .mapping import MappingError, extract
 from .templating import TemplateError, build_context, reads_name, render_value
 
@@ -124,9 +126,38 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
                 stopped_at = key
             else:
                 shown.note = "passes for this event: the run goes on"
+        if action.waits is not None and stopped_at is None and not timed_out:
+            shown.note = _wait_note(action.waits, raw, rendered, shown)
         out.steps.append(shown)
         earlier[key] = Later(f"steps.{key}")
     return out
+
+
+def _wait_note(waits: Any, raw: dict[str, Any], rendered: dict[str, Any], shown: StepPreview) -> str | None:
+    """How long a delay step would hold the run back for the sample event, measured from now."""
+    if any(reads_name(v, "steps") for v in raw.values()):
+        return "decided during the run: the delay uses an earlier step's output"
+    if any(i.error for i in shown.inputs):
+        return None  # the input's own error says it
+    now = utcnow()
+    try:
+        until = waits(rendered, now)
+    except PermanentError as exc:
+        shown.error = exc.message
+        return None
+    seconds = (until - now).total_seconds()
+    if seconds <= 0:
+        return "the time has passed for this event: the run goes on at once"
+    return f"waits {_span(seconds)} for this event (if it ran now: until {until.isoformat(timespec='seconds')}Z)"
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = round(seconds / size, 1)
+            return f"{n:g} {unit}{'' if n == 1 else 's'}"
+    n = max(round(seconds), 1)
+    return f"{n} second{'' if n == 1 else 's'}"
 
 
 def _plain(value: Any) -> Any:

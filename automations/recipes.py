@@ -123,6 +123,11 @@ def validate(definition: dict[str, Any], connections: dict[int, Connection]) -> 
     keys: set[str] = set()
     for i, step in enumerate(definition["steps"]):
         problems += _validate_step(f"steps.{i}", step, keys, connections)
+    last = definition["steps"][-1] if definition["steps"] else None
+    if last is not None and getattr(ACTIONS.get(last["action"]), "waits", None) is not None:
+        problems.append(Problem(f"steps.{len(definition['steps']) - 1}.action",
+                                f"'{ACTIONS[last['action']].label}' holds back the steps after it, and there are "
+                                "none: add the step that should wait, or remove the delay"))
     problems += [Problem(where, msg) for where, msg in dedupe.validate_settings(definition["settings"])]
     problems += [Problem(where, msg) for where, msg in retry.validate_settings(definition["settings"])]
     problems += _validate_alert(definition["settings"], connections)
@@ -139,7 +144,7 @@ def _validate_alert(settings: dict[str, Any], connections: dict[int, Connection]
             return [Problem("settings.alert", "must be a step: action, connection and inputs")]
         step = {"key": "alert", "action": str(alert.get("action", "")), "connection": alert.get("connection"),
                 "inputs": dict(alert.get("inputs") or {})}
-        if getattr(ACTIONS.get(step["action"]), "halts", None) is not None:
+        if getattr(ACTIONS.get(step["action"]), "controls_flow", False):
             return [Problem("settings.alert.action", f"'{ACTIONS[step['action']].label}' sends nothing: "
                                                      "choose an action that sends the alert")]
         problems += _validate_step("settings.alert", step, set(), connections)
@@ -368,13 +373,17 @@ def hold_queued(recipe_id: int) -> Update:
 
 
 def release_held(session: Session, recipe: Recipe, clock: Clock = system_clock) -> int:
-    """Queue every held run, due now. A run with no step done yet runs the current version; one
-    held part-way (its recipe was paused while it waited to retry a later step) goes on with
-    the version its earlier steps ran, from the step it stopped at."""
+    """Queue every held run, due now, except one held during a delay step, which keeps the
+    time its delay ends (a follow-up planned for Friday is not sent on resume on Monday; it
+    is told apart from a run waiting to retry by having no error). A run with no step done
+    yet runs the current version; one held part-way goes on with the version its earlier
+    steps ran, from the step it stopped at."""
+    now = clock.now()
+    delayed = Run.error.is_(None) & (Run.step_index > 0) & (Run.next_attempt_at > now)
     result = session.execute(
         update(Run)
         .where(Run.recipe_id == recipe.id, Run.status == RunStatus.HELD.value)
-        .values(status=RunStatus.QUEUED.value, next_attempt_at=clock.now(),
+        .values(status=RunStatus.QUEUED.value, next_attempt_at=case((delayed, Run.next_attempt_at), else_=now),
                 recipe_version=case((Run.step_index == 0, recipe.current_version), else_=Run.recipe_version))
         .execution_options(synchronize_session=False)
     )

@@ -70,6 +70,7 @@ class ActionContext:
     idempotency_key: str
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hookline.connector"))
     smtp_timeout: float = 30.0
+    now: datetime | None = None  # the runner's clock (naive UTC), for actions that reason about time
 
 
 @dataclass
@@ -94,12 +95,22 @@ class Action:
     # Flow control: from the rendered inputs, whether the run ends at this step (as
     # ``filtered``); asked by the executor after the step ran and by the preview.
     halts: Callable[[dict[str, Any]], bool] | None = None
+    # Flow control: from the rendered inputs and now (naive UTC), when the run's next step is
+    # due; the run waits in the queue till then, holding no thread and no lease (a time not
+    # after now: it goes on at once). Raises PermanentError for inputs that name no time.
+    # Asked by the executor after the step ran and by the preview.
+    waits: Callable[[dict[str, Any], datetime], datetime] | None = None
     # When a recipe is saved: problems of its literal inputs given the chosen connection's
     # non-secret settings, as {input name: problem} (a URL outside the connection's hosts).
     check_inputs: Callable[[dict[str, Any], dict[str, Any]], dict[str, str]] | None = None
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def controls_flow(self) -> bool:
+        """Sends nothing: it only decides whether and when the later steps run (no alert can use it)."""
+        return self.halts is not None or self.waits is not None
 
 
 class ConnectorError(Exception):

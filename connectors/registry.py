@@ -2,6 +2,7 @@
 module here; everything else (forms, validation, docs, API) reads these two mappings."""
 from __future__ import annotations
 
+from . import delay as _delay
 from . import discord as _discord
 from . import email as _email
 from . import flow as _flow
@@ -13,7 +14,7 @@ from . import slack as _slack
 from . import teams as _teams
 from .base import Action, CredentialType
 
-_MODULES = (_http_request, _hubspot, _slack, _discord, _teams, _mattermost, _email, _flow, _signing)
+_MODULES = (_http_request, _hubspot, _slack, _discord, _teams, _mattermost, _email, _flow, _delay, _signing)
 
 ACTIONS: dict[str, Action] = {a.key: a for m in _MODULES for a in m.ACTIONS}
 CREDENTIALS: dict[str, CredentialType] = {c.key: c for m in _MODULES for c in m.CREDENTIALS}

@@ -27,7 +27,7 @@ from connectors.verifiers import VERIFIERS
 from .form_fields import DeclaredForm, build_field, choices, inputs_form_class, is_blank
 from .settings_form import WholeNumberField
 
-ALERT_ACTIONS = {k: a for k, a in ACTIONS.items() if a.halts is None}  # a filter alerts no one
+ALERT_ACTIONS = {k: a for k, a in ACTIONS.items() if not a.controls_flow}  # a filter or delay alerts no one
 
 __all__ = ["DeadRunForm", "VerifyForm"]
 
