@@ -1,5 +1,6 @@
 // Hookline: progressive enhancement only. Without this file every page still works,
-// except the copy buttons (hidden until this runs) and one-click field picking.
+// except the copy buttons (hidden until this runs), one-click field picking and the
+// guard against a form posted twice by a double click.
 (function () {
   "use strict";
 
@@ -156,7 +157,69 @@
     document.querySelectorAll("button.pick[data-path]").forEach(function (b) { b.addEventListener("click", soon); });
   }
 
+  // One submit per form: a double click (or a second, impatient one while the answer is on
+  // its way) must not post twice (a test message sent twice, a run replayed twice). Once a
+  // POST form is submitted, its later submits are cancelled until the page is left, and its
+  // submit buttons look busy. Nothing is disabled: a disabled button would drop its own
+  // name=value (Run again's "version") from the data being posted. Only a submit that really
+  // happens locks (one blocked by a required field fires no submit event); forms that do not
+  // leave the page (downloads, target=_blank) opt out with data-allow-resubmit.
+  var BUSY = "data-submitting";
+
+  function submitButtons(form) {
+    return Array.prototype.filter.call(form.elements, function (el) {
+      return el.type === "submit" || el.type === "image";
+    });
+  }
+
+  function lock(form, submitter) {
+    form.setAttribute(BUSY, "");
+    form.setAttribute("aria-busy", "true");
+    submitButtons(form).forEach(function (button) {
+      button.classList.add("busy");
+      button.setAttribute("aria-disabled", "true");
+      if (button === submitter) { button.setAttribute("aria-busy", "true"); }
+    });
+  }
+
+  function unlock(form) {
+    form.removeAttribute(BUSY);
+    form.removeAttribute("aria-busy");
+    submitButtons(form).forEach(function (button) {
+      button.classList.remove("busy");
+      button.removeAttribute("aria-disabled");
+      button.removeAttribute("aria-busy");
+    });
+  }
+
+  function leavesThePage(form, submitter) {
+    var attr = function (name, own) {
+      return submitter && submitter.hasAttribute(own) ? submitter.getAttribute(own) : form.getAttribute(name);
+    };
+    var method = (attr("method", "formmethod") || "get").toLowerCase();
+    var target = (attr("target", "formtarget") || "").toLowerCase();
+    return method === "post" && (target === "" || target === "_self") && !form.hasAttribute("data-allow-resubmit");
+  }
+
+  function initSubmitOnce() {
+    // On the document, so it runs after any handler of the form itself: a submit another
+    // handler cancelled did not happen, and must not lock the form.
+    document.addEventListener("submit", function (event) {
+      var form = event.target;
+      var submitter = event.submitter || null;
+      if (!leavesThePage(form, submitter)) { return; }
+      if (form.hasAttribute(BUSY)) { event.preventDefault(); return; }
+      if (event.defaultPrevented) { return; }
+      lock(form, submitter);
+    });
+    // Back (or forward) to a page kept in the browser's memory: its forms are usable again.
+    window.addEventListener("pageshow", function (event) {
+      if (!event.persisted) { return; }
+      document.querySelectorAll("form[" + BUSY + "]").forEach(unlock);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
-    initCopy(); initPicker(); initDedupe(); initChoiceBlocks(); initPreview();
+    initCopy(); initPicker(); initDedupe(); initChoiceBlocks(); initPreview(); initSubmitOnce();
   });
 }());
