@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from .jsonable import json_default
+from .jsonable import finite, json_default
 
 READ_ONLY = "hookline_read_only"
 LOCK_TIMEOUT = 30.0
@@ -46,11 +46,16 @@ def dumps_json(value: Any) -> str:
     """The JSON columns' encoder: a step's recorded input or output that holds a date or a
     Decimal is stored in its JSON form (see automations/jsonable.py), where the default
     encoder raised after the step's request was sent, and the run was sent again at each
-    lease expiry."""
-    return _JSON.encode(value)
+    lease expiry. So is a NaN or an infinity (``{{ x | float }}`` of "nan"), which
+    PostgreSQL's json refuses: as the text "NaN", "Infinity" or "-Infinity"."""
+    try:
+        return _JSON.encode(value)
+    except ValueError:  # a float JSON cannot hold (a circular structure cannot come from a template)
+        return _JSON.encode(finite(value))
 
 
-_JSON = json.JSONEncoder(default=json_default)  # one, as json.dumps keeps one: building it per call costs
+# One, as json.dumps keeps one: building an encoder per call costs more than most values.
+_JSON = json.JSONEncoder(default=json_default, allow_nan=False)
 
 
 def engine_options(url: str, pool_size: int = 20) -> dict[str, Any]:

@@ -4,6 +4,7 @@ connectors' JSON encoding accept: a date becomes ISO 8601 text (as n8n and Zapie
 around), a Decimal a number."""
 from __future__ import annotations
 
+import math
 from datetime import date, time
 from decimal import Decimal
 from typing import Any
@@ -37,4 +38,15 @@ def plain(value: Any) -> Any:
         return value if all(a is b for a, b in zip(out, value)) else out
     if isinstance(value, (date, time, Decimal)):
         return json_default(value)
+    return value
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN and the infinities, inside lists and dicts too, as their text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
     return value

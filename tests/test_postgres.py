@@ -47,6 +47,32 @@ def test_webhook_delivered_on_postgres(tmp_path, pg_app):
             server.close()
 
 
+
+def test_a_step_input_postgres_json_cannot_hold_is_recorded_and_sent_once(pg_app):
+    """A rendered input holding NaN or a date (``{{ x | float }}`` of "nan", ``{{ now() }}``)
+    was refused by PostgreSQL's json after the request went out: the run stayed "running"
+    and was sent again at each lease expiry. Now it is recorded (NaN as text) and sent once."""
+    from tests.test_e2e import steps_of, wait_run
+
+    with HttpSink() as sink:
+        with pg_app.app_context():
+            token = recipes.create(db.session, "pg", {"fields": [{"name": "x", "path": "$.x"}], "steps": [
+                {"key": "a", "action": "http_request",
+                 "inputs": {"method": "POST", "url": sink.url, "body_type": "json", "body": "{}",
+                            "headers": {"X-Ratio": "{{ x | float }}", "X-At": "{{ now() }}"},
+                            "query": {"r": "{{ [x | float, -(x | float)] }}"}}}]}).token
+        server = LiveServer(pg_app)
+        try:
+            run_id = server.post(token, json={"x": "inf"}).json()["run_id"]
+            assert wait_run(pg_app, run_id) == "succeeded"
+            assert len(sink.wait_for(1)) == 1
+            [step] = steps_of(pg_app, run_id)
+            assert step["input"]["headers"]["X-Ratio"] == "Infinity"
+            assert step["input"]["query"] == {"r": ["Infinity", "-Infinity"]}
+            assert step["input"]["headers"]["X-At"] == sink.requests[0].headers["X-At"]
+        finally:
+            server.close()
+
 def test_concurrent_workers_never_claim_the_same_run(pg_app):
     core = pg_app.extensions["hookline"]
     with pg_app.app_context():
