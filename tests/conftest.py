@@ -5,6 +5,7 @@ The ``client`` fixture is signed in as an admin through the real login form; use
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from flask.testing import FlaskClient
 import web.app
 import web.cli
 from automations import users
+from tests.sinks import HttpSink
 from web.extensions import db
 
 # Every app a test builds (directly, through make_app or make_live_app, or through the CLI
@@ -80,6 +82,13 @@ def signed_in_client(app: Flask, role: str = "admin") -> FlaskClient:
     resp = login(client, ensure_user(app, role))
     assert resp.status_code == 302, resp.get_data(as_text=True)
     return client
+
+
+@pytest.fixture
+def sink() -> Iterator[HttpSink]:
+    """An HTTP receiver on 127.0.0.1 that answers 200 and records what it gets."""
+    with HttpSink() as receiver:
+        yield receiver
 
 
 @pytest.fixture

@@ -29,12 +29,6 @@ def live(tmp_path):
     server.close()
 
 
-@pytest.fixture
-def sink():
-    with HttpSink() as s:
-        yield s
-
-
 def make_recipe(app, name="r", fields=(), steps=(), settings=None, paused=False):
     with app.app_context():
         r = recipes.create(db.session, name, {"fields": list(fields), "steps": list(steps),

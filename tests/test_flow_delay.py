@@ -45,12 +45,6 @@ def live(tmp_path, clock):
     server.close()
 
 
-@pytest.fixture
-def sink():
-    with HttpSink() as s:
-        yield s
-
-
 def delay_step(key="wait", amount="10", unit="minutes"):
     return {"key": key, "action": "delay_for", "inputs": {"amount": amount, "unit": unit}}
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from automations.models import Run
 from automations.preview import preview
 from connectors.flow import passes
-from tests.test_e2e import http_step, live, make_recipe, sink, steps_of, wait_run  # noqa: F401 - fixtures
+from tests.test_e2e import http_step, live, make_recipe, steps_of, wait_run  # noqa: F401 - fixtures
 from tests.test_ui_recipes import create, errors_for, recipe_form
 from web.extensions import db
 
