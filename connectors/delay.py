@@ -57,7 +57,7 @@ def _capped(until: datetime, now: datetime) -> datetime:
     return until
 
 
-def delay_for_until(inputs: dict[str, Any], now: datetime) -> datetime:
+def delay_for_ends(inputs: dict[str, Any], now: datetime) -> datetime:
     """``now`` plus the amount in its unit."""
     unit = inputs.get("unit") or "minutes"
     if unit not in UNIT_SECONDS:
@@ -68,7 +68,7 @@ def delay_for_until(inputs: dict[str, Any], now: datetime) -> datetime:
     return now + timedelta(seconds=seconds)
 
 
-def delay_until_until(inputs: dict[str, Any], now: datetime) -> datetime:
+def delay_until_ends(inputs: dict[str, Any], now: datetime) -> datetime:
     """The date/time given, read as the ``parse_datetime`` filter reads it (ISO 8601, RFC 2822,
     Unix seconds or milliseconds...; without an offset, in ``timezone``), in naive UTC. A time
     already past is returned as it is: the run goes on at once."""
@@ -110,7 +110,7 @@ _HOW = ("The run waits in the queue, not in a worker: it survives restarts, and 
 
 ACTIONS = (
     Action(
-        key="delay_for", label="Delay for", group="Flow", run=_runner(delay_for_until), waits=delay_for_until,
+        key="delay_for", label="Delay for", group="Flow", run=_runner(delay_for_ends), waits=delay_for_ends,
         description=("Wait a while before the next step, e.g. send the follow-up email two days after the "
                      "sign-up. " + _HOW),
         fields=(
@@ -121,8 +121,8 @@ ACTIONS = (
         ),
     ),
     Action(
-        key="delay_until", label="Delay until", group="Flow", run=_runner(delay_until_until),
-        waits=delay_until_until,
+        key="delay_until", label="Delay until", group="Flow", run=_runner(delay_until_ends),
+        waits=delay_until_ends,
         description=("Wait until a date and time before the next step, e.g. one hour before an appointment. "
                      "A time already past goes on at once. " + _HOW),
         fields=(

@@ -16,7 +16,7 @@ from automations.clock import FrozenClock
 from automations.models import Recipe, Run
 from automations.preview import preview
 from connectors.base import PermanentError
-from connectors.delay import delay_for_until, delay_until_until
+from connectors.delay import delay_for_ends, delay_until_ends
 from tests.conftest import make_app, signed_in_client
 from tests.live import LiveServer, make_live_app
 from tests.sinks import HttpSink, Reply
@@ -92,7 +92,7 @@ def still_waiting_after_polls(app, run_id, sink, delivered):
     ("5", None, 300),  # no unit: minutes
 ])
 def test_delay_for_adds_the_amount_in_its_unit(amount, unit, seconds):
-    assert delay_for_until({"amount": amount, "unit": unit}, NOW) == NOW + timedelta(seconds=seconds)
+    assert delay_for_ends({"amount": amount, "unit": unit}, NOW) == NOW + timedelta(seconds=seconds)
 
 
 @pytest.mark.parametrize("inputs, message", [
@@ -106,7 +106,7 @@ def test_delay_for_adds_the_amount_in_its_unit(amount, unit, seconds):
 ])
 def test_delay_for_names_what_is_wrong(inputs, message):
     with pytest.raises(PermanentError) as exc:
-        delay_for_until(inputs, NOW)
+        delay_for_ends(inputs, NOW)
     assert exc.value.message == message
 
 
@@ -120,7 +120,7 @@ def test_delay_for_names_what_is_wrong(inputs, message):
     ("2026-11-29T11:00:00Z", None, datetime(2026, 11, 29, 11, 0)),  # past: as it is (the run goes on)
 ])
 def test_delay_until_reads_dates_as_the_parse_datetime_filter_does(until, tz, expected):
-    assert delay_until_until({"until": until, "timezone": tz}, NOW) == expected
+    assert delay_until_ends({"until": until, "timezone": tz}, NOW) == expected
 
 
 @pytest.mark.parametrize("until, message", [
@@ -131,7 +131,7 @@ def test_delay_until_reads_dates_as_the_parse_datetime_filter_does(until, tz, ex
 ])
 def test_delay_until_names_what_is_wrong(until, message):
     with pytest.raises(PermanentError) as exc:
-        delay_until_until({"until": until}, NOW)
+        delay_until_ends({"until": until}, NOW)
     assert exc.value.message == message
 
 
