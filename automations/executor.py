@@ -151,7 +151,7 @@ def execute(core: Core, run_id: int, owner: str, claimed: Any = None,
                 return _release(core, run, owner)
             status = _execute_step(core, run, owner, index, steps[index], trigger, fields, outputs,
                                    loaded.connections, definition.get("settings") or {},
-                                   last=index == len(steps) - 1, age_from=_age_from(run.created_at, steps, outputs))
+                                   last=index == len(steps) - 1, steps=steps)
             if status is not None:
                 return status
     except LeaseLost:
@@ -165,9 +165,9 @@ def execute(core: Core, run_id: int, owner: str, claimed: Any = None,
 def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, Any],
                   trigger: dict[str, Any], fields: dict[str, Any], outputs: dict[str, Any],
                   conns: dict[int, Connection], settings: dict[str, Any], last: bool,
-                  age_from: datetime) -> str | None:
+                  steps: list[dict[str, Any]]) -> str | None:
     """Returns a final/retry/waiting status to stop at, or None to go on with the next step.
-    ``age_from``: what the retry policy's maximum age counts from."""
+    ``steps``: the recipe's, for the retry policy's maximum age (see :func:`_age_from`)."""
     key, action_key = step["key"], step["action"]
     conn = conns.get(step.get("connection")) if step.get("connection") else None
     try:
@@ -251,7 +251,7 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
         return _finish(core, run, owner, RunStatus.FAILED, error, record, outputs, index)
     policy = RetryPolicy.from_settings(settings)
     now = core.clock.now()
-    when = next_attempt_at(policy, run.attempt, age_from, now, retry_after)
+    when = next_attempt_at(policy, run.attempt, _age_from(run.created_at, steps, outputs), now, retry_after)
     if when is None:
         error += f" (gave up after {run.attempt} attempts)"
         status = _finish(core, run, owner, RunStatus.DEAD, error, record, outputs, index)

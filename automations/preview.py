@@ -127,24 +127,23 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
             else:
                 shown.note = "passes for this event: the run goes on"
         if action.waits is not None and stopped_at is None and not timed_out:
-            shown.note = _wait_note(action.waits, raw, rendered, shown)
+            if any(reads_name(v, "steps") for v in raw.values()):
+                shown.note = "decided during the run: the delay uses an earlier step's output"
+            elif not any(i.error for i in shown.inputs):  # else the input's own error says it
+                try:
+                    shown.note = _wait_note(action.waits, rendered)
+                except PermanentError as exc:
+                    shown.error = exc.message
         out.steps.append(shown)
         earlier[key] = Later(f"steps.{key}")
     return out
 
 
-def _wait_note(waits: Any, raw: dict[str, Any], rendered: dict[str, Any], shown: StepPreview) -> str | None:
-    """How long a delay step would hold the run back for the sample event, measured from now."""
-    if any(reads_name(v, "steps") for v in raw.values()):
-        return "decided during the run: the delay uses an earlier step's output"
-    if any(i.error for i in shown.inputs):
-        return None  # the input's own error says it
+def _wait_note(waits: Any, rendered: dict[str, Any]) -> str:
+    """How long a delay step would hold the run back for the sample event, measured from now;
+    raises the delay's PermanentError when its inputs name no time."""
     now = utcnow()
-    try:
-        until = waits(rendered, now)
-    except PermanentError as exc:
-        shown.error = exc.message
-        return None
+    until = waits(rendered, now)
     seconds = (until - now).total_seconds()
     if seconds <= 0:
         return "the time has passed for this event: the run goes on at once"

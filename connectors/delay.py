@@ -14,16 +14,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from automations.clock import utcnow
 from automations.filters_datetime import parse_datetime
 
 from .base import Action, ActionContext, ActionResult, Field, PermanentError
 
 MAX_DELAY = timedelta(days=30)  # as Zapier's Delay: a longer wait is a schedule, not a delay
 UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400, "weeks": 7 * 86400}
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def amount_problem(value: Any) -> str | None:
@@ -98,7 +95,7 @@ def _output(until: datetime, now: datetime) -> dict[str, Any]:
 
 def _runner(waits: Any) -> Any:
     def run(ctx: ActionContext) -> ActionResult:
-        now = ctx.now or _utcnow()
+        now = ctx.now or utcnow()
         return ActionResult(output=_output(waits(ctx.inputs, now), now))
     return run
 
