@@ -63,6 +63,8 @@ def serve(instance: str | None, host: str | None, port: int | None, no_worker: b
           runner_process: bool | None) -> None:
     """Run the web server and (unless --no-worker) the runner: in a child process that serve
     supervises (the default with two or more cores), or in this process."""
+    from .config import ConfigError
+    from .cpu_affinity import cpu_plan
     from .runner_process import runner_process_wanted
     from .server import serve as _serve
 
@@ -74,8 +76,12 @@ def serve(instance: str | None, host: str | None, port: int | None, no_worker: b
             runner_process = runner_process_wanted(app.config["RUNNER_PROCESS"])
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+    try:
+        cpus = cpu_plan(app.config["CPU_AFFINITY"])
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     _serve(app, with_worker=not no_worker, runner_process=runner_process, host=host, port=port,
-           shutdown_timeout=float(app.config["SHUTDOWN_SECONDS"]))
+           shutdown_timeout=float(app.config["SHUTDOWN_SECONDS"]), cpus=cpus)
 
 
 @main.command()
@@ -88,10 +94,15 @@ def serve(instance: str | None, host: str | None, port: int | None, no_worker: b
               help="Lease owner name chosen by serve --runner-process.")
 @click.option("--shutdown-seconds", type=float, default=None, hidden=True,
               help="serve --runner-process's own SHUTDOWN_SECONDS, so the two wait alike.")
+@click.option("--cpus", default=None, hidden=True,
+              help="CPUs to keep to, as a list like 1 or 2-3 (serve's CPU_AFFINITY plan for its child).")
 def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None, owner: str | None,
-           shutdown_seconds: float | None) -> None:
+           shutdown_seconds: float | None, cpus: str | None) -> None:
     """Run only the runner: claim and execute due runs until SIGTERM."""
-    from .worker import run_worker, worker_core
+    from .worker import pin_worker, run_worker, worker_core
+
+    if cpus is not None:
+        pin_worker(cpus)
 
     core = worker_core(_instance_path(instance))
     timeout = core.shutdown_seconds if shutdown_seconds is None else shutdown_seconds

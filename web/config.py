@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     # serve: the runner in a child process it supervises, so web and runner get a core each:
     # "auto" (when this process may use two or more cores, on Linux or macOS), "true", "false"
     "RUNNER_PROCESS": "auto",
+    # serve with a runner child: which CPUs each process keeps to (web/cpu_affinity.py says why):
+    # "auto" (half of the usable CPUs each: one each on two), "off", or "WEB/RUNNER" like "0/1"
+    "CPU_AFFINITY": "auto",
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
     "INBOUND_WRITE_TIMEOUT": 15.0,  # seconds a webhook waits for the database before 503 (senders time out at 10–30 s)
     "OUTBOUND_ALLOWLIST": [],      # CIDRs/hosts outbound calls may reach although not public

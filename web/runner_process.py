@@ -38,6 +38,7 @@ from automations.runner import worker_id
 from automations.writer import BatchWriter
 
 from .config import FALSE_WORDS, TRUE_WORDS
+from .cpu_affinity import format_cpu_list
 
 log = logging.getLogger("hookline.runner_process")
 
@@ -74,8 +75,9 @@ class RunnerProcess:
     :meth:`notify` wakes the child."""
 
     def __init__(self, instance_path: str, shutdown_timeout: float = 20.0,
-                 writer: BatchWriter | None = None, on_exit: Callable[[str], None] | None = None) -> None:
-        """``writer``: this process's writer, to write for the child (SQLite); None lets the
+                 writer: BatchWriter | None = None, on_exit: Callable[[str], None] | None = None,
+                 cpus: frozenset[int] | None = None) -> None:
+        """``cpus``: the CPUs the child keeps to (web/cpu_affinity.py), None for any. ``writer``: this process's writer, to write for the child (SQLite); None lets the
         child write itself (PostgreSQL takes concurrent writers). ``on_exit(owner)``: called
         with the lease owner name its runner used after a child exited unasked, or was killed
         at shutdown for overrunning ``shutdown_timeout``: it takes back that child's runs."""
@@ -83,6 +85,7 @@ class RunnerProcess:
         self.shutdown_timeout = shutdown_timeout
         self.writer = writer
         self.on_exit = on_exit
+        self.cpus = cpus
         self.owner: str | None = None
         self.proc: subprocess.Popen | None = None
         self._service: WriterService | None = None
@@ -104,6 +107,8 @@ class RunnerProcess:
         owner = worker_id()
         command = [sys.executable, "-m", "web.cli", *verbose, "worker", "--instance", self.instance_path,
                    "--wake-fd", str(read_fd), "--owner", owner, "--shutdown-seconds", str(self.shutdown_timeout)]
+        if self.cpus:
+            command += ["--cpus", format_cpu_list(self.cpus)]
         ours = theirs = None
         if self.writer is not None:
             ours, theirs = socket.socketpair()

@@ -23,6 +23,7 @@ from automations.db import is_sqlite
 from automations.logredact import install as install_log_redaction
 from automations.runner import Runner
 
+from .cpu_affinity import CpuPlan, format_cpu_list, pin_process
 from .runner_process import RunnerProcess
 from .worker import exit_leaving_threads
 
@@ -61,7 +62,9 @@ def make_server(app: Flask, host: str, port: int) -> Any:
 
 
 def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False, host: str | None = None,
-          port: int | None = None, shutdown_timeout: float = 20.0) -> None:
+          port: int | None = None, shutdown_timeout: float = 20.0, cpus: CpuPlan | None = None) -> None:
+    """``cpus``: the CPUs of this process and of the runner child (web/cpu_affinity.py); used
+    only with a runner child."""
     host = host or app.config["HOST"]
     port = port or app.config["PORT"]
     server = make_server(app, host, port)  # bind first: a taken port starts no child
@@ -70,9 +73,12 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
         core = app.extensions["hookline"]
         runner = RunnerProcess(app.instance_path, shutdown_timeout,
                                writer=core.writer if is_sqlite(core.engine) else None,
-                               on_exit=lambda owner: _take_back(core, owner)).start()
+                               on_exit=lambda owner: _take_back(core, owner),
+                               cpus=cpus.runner if cpus else None).start()
         app.extensions["hookline_runner"] = runner
         where = f"in child process {runner.proc.pid if runner.proc else '?'}"
+        if cpus is not None:
+            where += _pin_web_process(cpus)
     elif with_worker:
         runner = start_runner(app)
         where = "in this process"
@@ -102,6 +108,17 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
         # (Only a Runner answers False; a RunnerProcess answers its child's exit code.)
         if runner is not None and runner.stop(shutdown_timeout) is False and stopping.is_set():
             exit_leaving_threads()
+
+
+def _pin_web_process(cpus: CpuPlan) -> str:
+    """This process's threads (and those it starts later) on ``cpus.web``; the words for the
+    start-up line. A mask the system refuses (a cpuset changed under us) is logged, not fatal."""
+    try:
+        pin_process(cpus.web)
+    except OSError as exc:
+        log.warning("could not keep the web process on CPU %s: %s", format_cpu_list(cpus.web), exc)
+        return ""
+    return f"; CPUs: web {format_cpu_list(cpus.web)}, runner {format_cpu_list(cpus.runner)}"
 
 
 def _take_back(core: Core, owner: str) -> None:
