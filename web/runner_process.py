@@ -77,10 +77,11 @@ class RunnerProcess:
     def __init__(self, instance_path: str, shutdown_timeout: float = 20.0,
                  writer: BatchWriter | None = None, on_exit: Callable[[str], None] | None = None,
                  cpus: frozenset[int] | None = None) -> None:
-        """``cpus``: the CPUs the child keeps to (web/cpu_affinity.py), None for any. ``writer``: this process's writer, to write for the child (SQLite); None lets the
+        """``writer``: this process's writer, to write for the child (SQLite); None lets the
         child write itself (PostgreSQL takes concurrent writers). ``on_exit(owner)``: called
         with the lease owner name its runner used after a child exited unasked, or was killed
-        at shutdown for overrunning ``shutdown_timeout``: it takes back that child's runs."""
+        at shutdown for overrunning ``shutdown_timeout``: it takes back that child's runs.
+        ``cpus``: the CPUs the child keeps to (web/cpu_affinity.py); None: any."""
         self.instance_path = instance_path
         self.shutdown_timeout = shutdown_timeout
         self.writer = writer
