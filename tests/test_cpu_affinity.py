@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.test_crash_recovery import HOOKLINE, ROOT
-from tests.test_runner_process import post, read_until, runner_child, serving_a_recipe, wait_gone
+from tests.test_runner_process import (
+    post,
+    read_until,
+    runner_child,
+    serve_refused,
+    serving_a_recipe,
+    wait_gone,
+)
 from web.config import ConfigError
 from web.cpu_affinity import CpuPlan, cpu_plan, format_cpu_list, parse_cpu_list, supported, usable_cpu_set
 
@@ -155,10 +160,7 @@ def test_explicit_cpus_are_kept(tmp_path):
 
 
 def test_a_setting_that_cannot_be_followed_stops_serve_at_start(tmp_path):
-    env = {**os.environ, "HOOKLINE_CPU_AFFINITY": "0/4096"}
-    proc = subprocess.run([*HOOKLINE, "serve", "--instance", str(tmp_path / "i")], check=False, cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
+    proc = serve_refused(tmp_path, CPU_AFFINITY="0/4096")
     assert "CPU_AFFINITY='0/4096'" in proc.stderr
     assert ("CPU 4096 is not one this process may use" in proc.stderr
             or "cannot pin processes to CPUs" in proc.stderr)

@@ -206,11 +206,17 @@ def test_the_setting_decides_where_the_runner_goes(setting, cpus, wanted):
     assert runner_process_wanted(setting, cpus=cpus) is wanted
 
 
-def test_an_unknown_setting_is_refused_at_start(tmp_path):
-    env = {**os.environ, "HOOKLINE_RUNNER_PROCESS": "sometimes"}
+def serve_refused(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
+    """``hookline serve`` with these HOOKLINE_* settings, expected to stop at start (status 2)."""
+    env = {**os.environ, **{f"HOOKLINE_{key}": value for key, value in settings.items()}}
     proc = subprocess.run([*HOOKLINE, "serve", "--instance", str(tmp_path / "i")], check=False, cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    return proc
+
+
+def test_an_unknown_setting_is_refused_at_start(tmp_path):
+    proc = serve_refused(tmp_path, RUNNER_PROCESS="sometimes")
     assert "RUNNER_PROCESS must be auto, true or false, not 'sometimes'" in proc.stderr
 
 
