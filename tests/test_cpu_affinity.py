@@ -49,7 +49,8 @@ def test_a_cpu_list_that_is_not_one_is_refused(text):
 ])
 def test_auto_splits_the_usable_cpus_in_two(usable, web, runner):
     assert cpu_plan("auto", usable, can_pin=True) == CpuPlan(frozenset(web), frozenset(runner))
-    assert cpu_plan(" AUTO ", usable, can_pin=True) == CpuPlan(frozenset(web), frozenset(runner))
+    for same in (" AUTO ", "true", "on", True):
+        assert cpu_plan(same, usable, can_pin=True) == CpuPlan(frozenset(web), frozenset(runner))
 
 
 def test_auto_leaves_one_cpu_or_a_system_without_pinning_alone():

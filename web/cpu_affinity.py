@@ -16,7 +16,7 @@ and delivered 1,660 instead of 985 per second.
 
 ``auto`` splits the CPUs this process may use (its affinity mask: a container's cpuset or
 ``taskset``'s limit) in two halves, the first for the web process, the rest for the runner
-child; with fewer than two there is nothing to split. ``WEB/RUNNER`` names the CPUs of each in
+child; with fewer than two there is nothing to split (``true``/``on`` mean ``auto``). ``WEB/RUNNER`` names the CPUs of each in
 Linux's list syntax (``0/1``, ``0-1/2-3``); ``off`` leaves the placement to the kernel.
 Linux only (``sched_setaffinity``); elsewhere ``auto`` does nothing.
 """
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import FALSE_WORDS, ConfigError
+from .config import FALSE_WORDS, TRUE_WORDS, ConfigError
 
 log = logging.getLogger("hookline")
 
@@ -89,7 +89,7 @@ def cpu_plan(setting: Any, usable: frozenset[int] | None = None, can_pin: bool |
     value = str(setting).strip().lower()
     if value in FALSE_WORDS or value == "none":
         return None
-    if value == "auto":
+    if value == "auto" or value in TRUE_WORDS:
         if not can_pin or len(usable) < 2:
             return None
         cpus = sorted(usable)
