@@ -4,33 +4,31 @@ With the runner in a child process, the web process and the child each run Pytho
 core at a time (the GIL) and hand the GIL between their own threads thousands of times a
 second: the webhook's request thread, the writer thread, waitress's loop. Left to the
 kernel, the threads of either process are spread over both cores, so each hand-over wakes a
-thread on the other core, whose cache is cold, often while the other process runs there; the
-thread that gave the GIL up spins on its own core meanwhile (the GIL's well-known convoy on
-several cores). Each process on a core of its own hands the GIL over on one core, where
-waking the next thread is a plain context switch.
+thread on the other core (a cross-core wake-up into a cold cache, often while the other
+process runs there), and the woken thread often finds the GIL taken again before it got to
+run: the GIL's well-known convoy on several cores. Each process on a core of its own hands
+the GIL over on one core, where waking the next thread is a plain context switch.
 
-Measured on a 2-core machine (bench/README.md, "eleventh session"), same code, interleaved:
-at 1,000 webhooks/s offered the ack p50 / p99 went from 6.5–7.0 / 19.6–27.2 ms to 3.7–4.1 /
-12.0–15.4 ms, and in a closed loop the server acknowledged 2,900 instead of 1,670 webhooks/s
-and delivered 1,660 instead of 985 per second.
+Measured on a 2-core machine (bench/README.md, "eleventh session"), same code, interleaved
+(``taskset`` first, then this setting): at 1,000 webhooks/s offered the ack p99 went from
+19.6–40.1 ms to 10.6–19.2 ms, and in a closed loop the server acknowledged 2,740–2,900
+instead of 1,630–1,670 webhooks/s and delivered 1,570–1,660 instead of 970–985 per second.
 
-``auto`` splits the CPUs this process may use (its affinity mask: a container's cpuset or
-``taskset``'s limit) in two halves, the first for the web process, the rest for the runner
-child; with fewer than two there is nothing to split (``true``/``on`` mean ``auto``). ``WEB/RUNNER`` names the CPUs of each in
-Linux's list syntax (``0/1``, ``0-1/2-3``); ``off`` leaves the placement to the kernel.
+``auto`` (or ``true``/``on``) splits the CPUs this process may use (its affinity mask: a
+container's cpuset or ``taskset``'s limit) in two halves, the first for the web process, the
+rest for the runner child; with fewer than two there is nothing to split. ``WEB/RUNNER``
+names the CPUs of each in Linux's list syntax (``0/1``, ``0-1/2-3``); ``off`` leaves the
+placement to the kernel.
 Linux only (``sched_setaffinity``); elsewhere ``auto`` does nothing.
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .config import FALSE_WORDS, TRUE_WORDS, ConfigError
-
-log = logging.getLogger("hookline")
 
 
 @dataclass(frozen=True)
