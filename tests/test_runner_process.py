@@ -20,7 +20,8 @@ import requests
 from tests.pg import temp_database
 from tests.sinks import HttpSink, Reply
 from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server, write_recipe
-from web.runner_process import runner_process_wanted, usable_cpus
+from web.cpu_affinity import usable_cpu_set
+from web.runner_process import runner_process_wanted
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"),
@@ -220,7 +221,7 @@ def test_an_unknown_setting_is_refused_at_start(tmp_path):
     assert "RUNNER_PROCESS must be auto, true or false, not 'sometimes'" in proc.stderr
 
 
-@pytest.mark.skipif(usable_cpus() < 2, reason="serve's default puts the runner in a child process only "
+@pytest.mark.skipif(len(usable_cpu_set()) < 2, reason="serve's default puts the runner in a child process only "
                                               "with two or more usable CPUs; this machine has one")
 def test_serve_by_default_runs_its_runner_in_a_child_with_two_cores(tmp_path):
     with serving_a_recipe(tmp_path, args=(), env={}) as (sink, server, port, token):  # the README's command

@@ -45,7 +45,8 @@ def supported() -> bool:
 
 
 def usable_cpu_set() -> frozenset[int]:
-    """The CPUs this process may run on."""
+    """The CPUs this process may run on: its affinity mask (a container's cpuset or taskset's
+    limit); where there are no masks (macOS), every CPU."""
     if hasattr(os, "sched_getaffinity"):
         return frozenset(os.sched_getaffinity(0))
     return frozenset(range(os.cpu_count() or 1))

@@ -38,7 +38,7 @@ from automations.runner import worker_id
 from automations.writer import BatchWriter
 
 from .config import FALSE_WORDS, TRUE_WORDS
-from .cpu_affinity import format_cpu_list
+from .cpu_affinity import format_cpu_list, usable_cpu_set
 
 log = logging.getLogger("hookline.runner_process")
 
@@ -59,15 +59,7 @@ def runner_process_wanted(setting: Any, cpus: int | None = None) -> bool:
         return False
     if value != "auto":
         raise ValueError(f"RUNNER_PROCESS must be auto, true or false, not {setting!r}")
-    return os.name == "posix" and (usable_cpus() if cpus is None else cpus) >= 2
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: a container's or taskset's limit)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS has no affinity masks
-        return os.cpu_count() or 1
+    return os.name == "posix" and (len(usable_cpu_set()) if cpus is None else cpus) >= 2
 
 
 class RunnerProcess:
