@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, insert, select, update
 from connectors.base import ActionContext, ActionResult, PermanentError, RetryableError
 from connectors.registry import ACTIONS
 
-from . import alerts, queue
+from . import alerts, queue, run_if
 from . import connections as connections_mod
 from .core import Core
 from .mapping import MappingError, extract
@@ -185,6 +185,8 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     record = SimpleNamespace(run_id=run.id, step_key=key, position=index, action=action_key,
                              attempt=run.attempt, started_at=started, status=None, input=None,
                              request=None, response=None, error=None, duration_ms=None)
+    if "run_if" in step and (verdict := run_if.judge(step["run_if"], build_context(trigger, fields, outputs))).skip:
+        return _skip(core, run, owner, record, verdict, t0, secrets, outputs, index, last)
     inputs: dict[str, Any] | None = None
     retry_after: float | datetime | None = None
     halted: str | None = None  # why the run ends at this step ("only continue if")
@@ -262,6 +264,18 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     if core.writer.submit(partial(queue.hold_if_paused, run_id=run.id)):  # paused meanwhile
         return RunStatus.HELD.value
     return RunStatus.QUEUED.value
+
+
+def _skip(core: Core, run: Run, owner: str, record: SimpleNamespace, verdict: run_if.Verdict, t0: float,
+          secrets: list[str], outputs: dict[str, Any], index: int, last: bool) -> str | None:
+    """A step whose "only run if" said no: recorded as skipped, with why; the run goes on."""
+    record.status, record.error, record.input = "skipped", verdict.skip, {"run_if": verdict.value}
+    record.duration_ms = int((time.perf_counter() - t0) * 1000)
+    _scrub(record, secrets)
+    if last:
+        return _finish(core, run, owner, RunStatus.SUCCEEDED, None, record, outputs, index + 1)
+    _checkpoint(core, run, owner, record, outputs, index + 1)
+    return None
 
 
 def _recipe_secrets(core: Core, conns: dict[int, Any]) -> list[str]:

@@ -198,7 +198,7 @@ class StepRun(Base):
     position: Mapped[int] = mapped_column(Integer)
     action: Mapped[str] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))  # succeeded | failed | retrying
+    status: Mapped[str] = mapped_column(String(16))  # succeeded | failed | retrying | skipped (its "only run if")
     input: Mapped[Any] = mapped_column(JSON, nullable=True)  # rendered inputs, secrets redacted
     request: Mapped[Any] = mapped_column(JSON, nullable=True)  # what went over the wire, redacted
     response: Mapped[Any] = mapped_column(JSON, nullable=True)  # status, headers, truncated body

@@ -16,6 +16,7 @@ from typing import Any
 from connectors.base import PermanentError
 from connectors.registry import ACTIONS
 
+from . import run_if
 from .clock import utcnow
 from .mapping import MappingError, extract
 from .templating import TemplateError, build_context, reads_name, render_value
@@ -95,8 +96,11 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
         context = build_context(trigger, out.fields, earlier)
         raw = step.get("inputs") or {}
         shown = StepPreview(key, action_key, action.label)
+        skipped = False
         if stopped_at is not None:
             shown.note = f"not reached for this event: step '{stopped_at}' stops the run first"
+        elif "run_if" in step:
+            shown.note, skipped = _run_if_note(step["run_if"], context)
         rendered: dict[str, Any] = {}
         timed_out = False
         for f in action.fields:
@@ -114,7 +118,8 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
                 item.error = str(exc)
             if item.value not in (None, "", [], {}) or item.error:
                 shown.inputs.append(item)
-        if action.halts is not None and stopped_at is None and not timed_out:  # no verdict unrendered
+        before = shown.note  # the step's own "only run if", said first
+        if action.halts is not None and stopped_at is None and not timed_out and not skipped:  # no verdict unrendered
             if any(reads_name(v, "steps") for v in raw.values()):
                 shown.note = "decided during the run: the condition uses an earlier step's output"
             elif any(i.error for i in shown.inputs):
@@ -126,7 +131,7 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
                 stopped_at = key
             else:
                 shown.note = "passes for this event: the run goes on"
-        if action.waits is not None and stopped_at is None and not timed_out:
+        if action.waits is not None and stopped_at is None and not timed_out and not skipped:
             if any(reads_name(v, "steps") for v in raw.values()):
                 shown.note = "decided during the run: the delay uses an earlier step's output"
             elif not any(i.error for i in shown.inputs):  # else the input's own error says it
@@ -134,9 +139,21 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
                     shown.note = _wait_note(action.waits, rendered)
                 except PermanentError as exc:
                     shown.error = exc.message
+        if before and shown.note != before:
+            shown.note = f"{before}; {shown.note}"
         out.steps.append(shown)
         earlier[key] = Later(f"steps.{key}")
     return out
+
+
+def _run_if_note(condition: Any, context: dict[str, Any]) -> tuple[str, bool]:
+    """What a step's "only run if" decides for the sample, and whether the step is skipped."""
+    if reads_name(condition, "steps"):
+        return "decided during the run: its condition uses an earlier step's output", False
+    verdict = run_if.judge(condition, context)
+    if verdict.skip:
+        return f"skipped for this event: {verdict.skip}; the run goes on with the next step", True
+    return "its condition holds for this event: this step runs", False
 
 
 def _wait_note(waits: Any, rendered: dict[str, Any]) -> str:

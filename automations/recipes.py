@@ -4,7 +4,8 @@ A definition is plain data (so it exports, versions and diffs cleanly)::
 
     {"fields":   [{"name": "email", "path": "$.data.email", "default": None}],
      "steps":    [{"key": "notify", "name": "Tell sales", "action": "slack_message",
-                   "connection": 3, "inputs": {"text": "New signup: {{ email }}"}}],
+                   "connection": 3, "run_if": "{{ plan == 'pro' }}",   # optional
+                   "inputs": {"text": "New signup: {{ email }}"}}],
      "settings": {}}
 
 Every save validates the whole definition and collects *all* problems, each tied to the
@@ -25,6 +26,7 @@ from sqlalchemy import Update, case, func, select, update
 from sqlalchemy.orm import Session
 
 from connectors.base import Action
+from connectors.flow import condition_problem
 from connectors.registry import ACTIONS
 
 from . import dedupe, retry, verification
@@ -104,6 +106,7 @@ def normalize(definition: dict[str, Any] | None) -> dict[str, Any]:
     out["steps"] = [
         {"key": str(s.get("key", "")).strip(), "name": str(s.get("name") or "").strip(),
          "action": str(s.get("action", "")).strip(), "connection": s.get("connection"),
+         **({"run_if": s["run_if"]} if not _blank(s.get("run_if")) else {}),
          "inputs": dict(s.get("inputs") or {})}
         for s in d.get("steps") or []
     ]
@@ -182,6 +185,8 @@ def _validate_step(at: str, step: dict[str, Any], keys: set[str],
     if action is None:
         return problems + [Problem(f"{at}.action", f"unknown action '{step['action']}'")]
     problems += _validate_connection(at, action, step.get("connection"), connections)
+    if "run_if" in step and (err := _condition_problem(step["run_if"])):
+        problems.append(Problem(f"{at}.run_if", err))
     inputs = step["inputs"]
     conn = connections.get(_as_int(step.get("connection")) or 0)
     if action.check_inputs is not None and conn is not None and conn.kind == action.credential:
@@ -211,6 +216,14 @@ def _validate_step(at: str, step: dict[str, Any], keys: set[str],
         if fld.check is not None and len(problems) == before and (err := fld.check(value)):
             problems.append(Problem(f"{at}.inputs.{fld.name}", err))
     return problems
+
+
+def _condition_problem(value: Any) -> str | None:
+    """A step's "only run if": a template (its syntax checked first, so the position is named)
+    that is one expression, as "Only continue if"'s condition."""
+    if isinstance(value, str) and (err := validate_template(value)):
+        return err
+    return condition_problem(value)
 
 
 def _validate_connection(at: str, action: Action, conn_id: Any,

@@ -168,6 +168,33 @@ def test_only_continue_if_step_shows_in_the_live_preview_where_the_run_stops(pag
     expect(page.locator('#preview [data-input="condition"] .error')).to_be_visible()
 
 
+def test_only_run_if_says_in_the_live_preview_whether_the_step_runs(page, base_url):
+    page.goto("/login")
+    page.fill("#email", "admin@example.com")
+    page.fill("#password", PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto("/recipes/new")
+    page.fill("#name", "Paid orders to the CRM")
+    page.fill("#fields-0-name", "status")
+    page.fill("#fields-0-path", "$.status")
+    page.get_by_role("button", name="HTTP request", exact=True).click()
+    page.fill("#steps-0-inputs-url", "https://crm.example.com/orders")
+    page.fill("#steps-0-run_if", "{{ status == }}")
+    page.get_by_role("button", name="Save recipe").click()
+    expect(page.locator("#steps-0-run_if-note .error")).to_contain_text("unexpected")  # refused, on the field
+    page.fill("#steps-0-run_if", "{{ status == 'paid' }}")
+    page.get_by_role("button", name="Save recipe").click()
+    expect(page).to_have_url(f"{base_url}/recipes/1")
+    hook = page.locator("#inbound-url").inner_text().strip()
+    assert requests.post(hook, json={"status": "refunded"}, timeout=10).status_code == 202
+
+    page.goto("/recipes/1/edit")
+    note = page.locator("#preview .preview-note")
+    expect(note).to_contain_text("skipped for this event: its condition was false")
+    page.fill("#steps-0-run_if", "{{ status != 'paid' }}")  # unsaved: the preview follows
+    expect(note).to_contain_text("its condition holds for this event: this step runs")
+
+
 # One submit per form (hookline.js): a double click, or a second impatient click while the
 # answer is on its way, must not post twice. The receivers and the app answer slowly enough
 # here that the second click lands while the first request is in flight.

@@ -39,6 +39,9 @@ from .settings_form import DeliveryForm
 
 __all__ = ["ConnectionForm", "RecipeEditor", "credential_form_class", "suggest_name"]
 
+RUN_IF_HELP = ("Leave empty to always run. Otherwise one expression in {{ }}: when it is false for an event "
+               "(or reads a value the event lacks), this step is skipped and the run goes on with the next. "
+               "Two steps with opposite conditions make an if / else.")
 _INDEX = re.compile(r"^(fields|steps)-(\d+)-")
 _SEGMENT = re.compile(r"""\[\s*['"]([^'"]+)['"]\s*\]|\.?([^.\[\]'"]+)""")
 
@@ -82,6 +85,8 @@ class StepForm(DeclaredForm):
                           description="Later steps read this step's output as steps.<key>.")),
         ("name", TextField("Display name")),
         ("connection", SelectField("Connection", validate_choice=False, choices=[])),
+        ("run_if", TextField("Only run if", description=RUN_IF_HELP,
+                             render_kw={"placeholder": "(always) e.g. {{ status == 'paid' }}"})),
     )
 
 
@@ -276,9 +281,11 @@ class RecipeEditor:
         for b in self.steps:
             s = b.form.values()
             wants_conn = b.action is None or b.action.credential is not None
+            run_if = (s["run_if"] or "").strip()
             steps.append({
                 "key": (s["key"] or "").strip(), "name": (s["name"] or "").strip(), "action": b.action_key,
                 "connection": (s["connection"] or None) if wants_conn else None,
+                **({"run_if": run_if} if run_if else {}),
                 "inputs": {k: v for k, v in b.inputs.values().items() if not is_blank(v)},
             })
         settings = self.dead.apply(self.verify.apply(self.delivery.apply(self.settings)))
