@@ -33,9 +33,6 @@ from .jsonable import finite, json_default
 
 READ_ONLY = "hookline_read_only"
 LOCK_TIMEOUT = 30.0
-# wal_autocheckpoint on every connection: commits checkpoint only if the writer's background
-# checkpoints (automations/wal_checkpoint.py) stop or fall behind, so the log stays bounded.
-FALLBACK_PAGES = 10_000
 
 
 def is_sqlite(url_or_engine: Any) -> bool:
@@ -90,7 +87,7 @@ class WriterSlot:
 
     def __init__(self, database: str | None) -> None:
         self._lock = threading.Lock()
-        self._path = f"{database}.writer-lock" if is_file_database(database) else None
+        self._path = f"{database}.writer-lock" if _is_file(database) else None
         self._fd: int | None = None
         self._waits: queue.SimpleQueue[_FlockWait] | None = None
 
@@ -157,8 +154,7 @@ def _flock_waiter(waits: queue.SimpleQueue[_FlockWait]) -> None:
                 wait.done.set()
 
 
-def is_file_database(database: str | None) -> bool:
-    """Whether a SQLite database name is a file of its own (not ``:memory:`` or a URI)."""
+def _is_file(database: str | None) -> bool:
     return bool(database) and database != ":memory:" and not str(database).startswith("file:")
 
 
@@ -185,8 +181,7 @@ def configure_engine(engine: Engine) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # autocommit at driver level; we issue BEGIN ourselves
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000",
-                       f"wal_autocheckpoint={FALLBACK_PAGES}"):  # the writer's process checkpoints sooner
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
             dbapi_conn.execute(f"PRAGMA {pragma}")
 
     @event.listens_for(engine, "begin")

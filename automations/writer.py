@@ -47,9 +47,6 @@ the pool per batch: the checkout and its return were a fifth of the writer's bus
 and every Python step it takes there competes for the GIL with the threads it serves. A
 connection a batch failed on is given back to the pool (which resets or discards it) and the
 next batch checks out a fresh one.
-
-On SQLite the writer starts a :class:`~automations.wal_checkpoint.WalCheckpointer` beside its
-thread, so its commits do not copy the log back into the database themselves (see there).
 """
 from __future__ import annotations
 
@@ -63,8 +60,6 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .wal_checkpoint import CHECKPOINT_INTERVAL, WalCheckpointer
-
 log = logging.getLogger("hookline.writer")
 
 T = TypeVar("T")
@@ -76,7 +71,7 @@ Work = Callable[[Connection], Any]
 class BatchWriter:
     remote = False  # its units run in this process (a RemoteWriter's in the web process)
 
-    def __init__(self, engine: Engine, max_batch: int = 256, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 256) -> None:
         self.engine = engine
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[tuple[Work, Completion] | None] = queue.SimpleQueue()
@@ -84,7 +79,6 @@ class BatchWriter:
         self._start_lock = threading.Lock()
         self._conn: Connection | None = None  # the writer thread's own, between batches
         self._failing = False  # the last batch failed (a stalled database?): drop given-up units first
-        self._checkpointer = WalCheckpointer(engine, checkpoint_interval)  # SQLite: its checkpoints, off our commits
 
     def submit(self, work: Callable[[Connection], T], timeout: float = 60.0,
                grace: float = STARTED_GRACE) -> T:
@@ -109,14 +103,12 @@ class BatchWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="hookline-writer", daemon=True)
                 self._thread.start()
-                self._checkpointer.start()
 
     def stop(self) -> None:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(10)
             self._thread = None
-        self._checkpointer.stop()
 
     def _loop(self) -> None:
         try:
