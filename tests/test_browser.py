@@ -143,15 +143,25 @@ def test_create_copy_sample_pick_and_save(page, base_url):
     expect(fields).to_contain_text("$.data.customer.name")
 
 
-def test_only_continue_if_step_shows_in_the_live_preview_where_the_run_stops(page, base_url):
+def sign_in(page, base_url) -> None:
     page.goto("/login")
     page.fill("#email", "admin@example.com")
     page.fill("#password", PASSWORD)
     page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{base_url}/recipes/")
+
+
+def new_recipe_with_a_field(page, base_url, name: str, field: str) -> None:
+    """Signed in, on a new recipe's editor, with its name and one field (``$.<field>``) typed."""
+    sign_in(page, base_url)
     page.goto("/recipes/new")
-    page.fill("#name", "Big orders")
-    page.fill("#fields-0-name", "amount")
-    page.fill("#fields-0-path", "$.amount")
+    page.fill("#name", name)
+    page.fill("#fields-0-name", field)
+    page.fill("#fields-0-path", f"$.{field}")
+
+
+def test_only_continue_if_step_shows_in_the_live_preview_where_the_run_stops(page, base_url):
+    new_recipe_with_a_field(page, base_url, "Big orders", "amount")
     page.get_by_role("button", name="Only continue if").click()  # adds the step (a plain form post)
     page.fill("#steps-0-inputs-condition", "{{ amount > 100 }}")
     page.get_by_role("button", name="Save recipe").click()
@@ -169,14 +179,7 @@ def test_only_continue_if_step_shows_in_the_live_preview_where_the_run_stops(pag
 
 
 def test_only_run_if_says_in_the_live_preview_whether_the_step_runs(page, base_url):
-    page.goto("/login")
-    page.fill("#email", "admin@example.com")
-    page.fill("#password", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.goto("/recipes/new")
-    page.fill("#name", "Paid orders to the CRM")
-    page.fill("#fields-0-name", "status")
-    page.fill("#fields-0-path", "$.status")
+    new_recipe_with_a_field(page, base_url, "Paid orders to the CRM", "status")
     page.get_by_role("button", name="HTTP request", exact=True).click()
     page.fill("#steps-0-inputs-url", "https://crm.example.com/orders")
     page.fill("#steps-0-run_if", "{{ status == }}")
@@ -198,14 +201,6 @@ def test_only_run_if_says_in_the_live_preview_whether_the_step_runs(page, base_u
 # One submit per form (hookline.js): a double click, or a second impatient click while the
 # answer is on its way, must not post twice. The receivers and the app answer slowly enough
 # here that the second click lands while the first request is in flight.
-
-def sign_in(page, base_url) -> None:
-    page.goto("/login")
-    page.fill("#email", "admin@example.com")
-    page.fill("#password", PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{base_url}/recipes/")
-
 
 def slow_replays(monkeypatch, seconds: float = 0.5) -> None:
     """Run again answers in ``seconds``, as a busy server does: the second click of a double
