@@ -96,11 +96,12 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
         context = build_context(trigger, out.fields, earlier)
         raw = step.get("inputs") or {}
         shown = StepPreview(key, action_key, action.label)
-        skipped = False
+        skipped = maybe = False  # its "only run if": false for the sample; or decided only in the run
         if stopped_at is not None:
             shown.note = f"not reached for this event: step '{stopped_at}' stops the run first"
         elif "run_if" in step:
             shown.note, skipped = _run_if_note(step["run_if"], context)
+            maybe = reads_name(step["run_if"], "steps")
         rendered: dict[str, Any] = {}
         timed_out = False
         for f in action.fields:
@@ -125,10 +126,10 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
             elif any(i.error for i in shown.inputs):
                 shown.note = ("stops the run for this event: the condition cannot be evaluated for it, "
                               "so the run would end as filtered")
-                stopped_at = key
+                stopped_at = None if maybe else key  # a step that may be skipped stops nothing for sure
             elif action.halts(rendered):
                 shown.note = "stops the run for this event: it would end as filtered, the later steps not run"
-                stopped_at = key
+                stopped_at = None if maybe else key
             else:
                 shown.note = "passes for this event: the run goes on"
         if action.waits is not None and stopped_at is None and not timed_out and not skipped:
@@ -140,7 +141,7 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
                 except PermanentError as exc:
                     shown.error = exc.message
         if before and shown.note != before:
-            shown.note = f"{before}; {shown.note}"
+            shown.note = f"{before}; {'if it runs: ' if maybe else ''}{shown.note}"
         out.steps.append(shown)
         earlier[key] = Later(f"steps.{key}")
     return out

@@ -148,6 +148,15 @@ def test_the_preview_says_whether_each_step_runs_for_the_sample():
     assert order.steps[2].note == ("its condition holds for this event: this step runs; "
                                    "stops the run for this event: it would end as filtered, the later steps not run")
     assert order.steps[3].note == "not reached for this event: step 'gate' stops the run first"
+    maybe = preview({"fields": FIELDS, "steps": [
+        {"key": "a", "action": "http_request", "inputs": {"url": "https://x.example/"}},
+        {"key": "gate", "action": "filter", "run_if": "{{ steps.a.status == 200 }}",
+         "inputs": {"condition": "{{ amount > 100 }}"}},
+        {"key": "b", "action": "http_request", "inputs": {"url": "https://y.example/"}}]},
+        _trigger({"kind": "order", "amount": 5}))
+    assert maybe.steps[1].note == ("decided during the run: its condition uses an earlier step's output; if it runs: "
+                                   "stops the run for this event: it would end as filtered, the later steps not run")
+    assert maybe.steps[2].note is None  # it may be reached: the filter may be skipped
     missing = preview({"fields": FIELDS, "steps": [{"key": "a", "action": "http_request",
                                                     "run_if": "{{ amount > 100 }}",
                                                     "inputs": {"url": "https://x.example/"}}]}, _trigger({}))
