@@ -33,6 +33,7 @@ from .models import Connection, Event, Run, RunStatus, StepRun
 from .redact import redact_values
 from .retry import RetryPolicy, next_attempt_at
 from .secrets import SecretsError
+from .sqlite_rows import insert_rows
 from .templating import TemplateError, build_context, render_value
 
 log = logging.getLogger("hookline.runner")
@@ -403,7 +404,5 @@ class RunWrite:
             return [unit(conn) for unit in units]
         if conn.execute(units[0]._update, [u.params for u in units]).rowcount != len(units):  # one key: one form
             raise LeaseLost(units[0].run_id)  # someone's: the writer re-runs each unit alone
-        rows = [u.row for u in units if u.row is not None]
-        if rows:
-            conn.execute(_INSERT_STEP, rows)
+        insert_rows(conn, StepRun.__table__, [u.row for u in units if u.row is not None])
         return [None] * len(units)

@@ -26,6 +26,7 @@ from .clock import Clock, system_clock
 from .definitions import DefinitionCache
 from .models import Event, Recipe, RecipeStatus, Run, RunStatus
 from .redact import redact_headers
+from .sqlite_rows import insert_rows
 from .writer import STARTED_GRACE, BatchWriter
 
 
@@ -481,8 +482,8 @@ def _insert_numbered(conn: Connection, units: list[StoreUnit], states: dict[int,
     events = [{**u.values, "id": first_event + i} for i, u in enumerate(units)]
     runs = [{**_run_row(first_event + i, u.recipe_id, states[u.recipe_id], u.now, None), "id": first_run + i}
             for i, u in enumerate(units)]
-    conn.execute(_INSERT_EVENT_ROWS, events)
-    conn.execute(_INSERT_RUN_ROWS, runs)
+    insert_rows(conn, Event.__table__, events)
+    insert_rows(conn, Run.__table__, runs)
     return [Accepted(run["id"], run["status"]) for run in runs]
 
 
@@ -495,8 +496,6 @@ _INSERT_EVENT = insert(Event).returning(Event.id)
 _INSERT_RUN = insert(Run).returning(Run.id)
 _INSERT_EVENTS = insert(Event).returning(Event.id, sort_by_parameter_order=True)
 _INSERT_RUNS = insert(Run).returning(Run.id, sort_by_parameter_order=True)
-_INSERT_EVENT_ROWS = insert(Event)
-_INSERT_RUN_ROWS = insert(Run)
 # The last id each table gave, as SQLite's AUTOINCREMENT counts it (``sqlite_sequence``), not
 # the largest id left: after retention purged the newest runs, numbering from what is left gave
 # their ids (and so their Idempotency-Keys, hookline-<run>-<step>) to new events.

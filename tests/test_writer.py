@@ -204,27 +204,24 @@ def test_store_many_keeps_each_event_with_its_run_and_honours_pauses(app):
 
 def test_store_many_takes_one_insert_per_table_for_a_batch_on_sqlite(app):
     """SQLAlchemy cannot batch ``INSERT … RETURNING`` in parameter order on SQLite and falls
-    back to a statement per row; store_many numbers the rows itself instead."""
-    from sqlalchemy import event
-
+    back to a statement per row; store_many numbers the rows itself instead, and inserts them
+    with one prepared statement per table (automations/sqlite_rows.py)."""
     core = app.extensions["hookline"]
     with app.app_context():
         recipe = _made(recipes.create(db.session, "r", {}))
     with core.engine.begin() as conn:  # rows already there: numbering continues after them
         first = store_many(conn, [_unit(core, recipe, n) for n in range(3)])
-    inserts: list[tuple[str, bool]] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("INSERT"):
-            inserts.append((statement.split("(", 1)[0].strip(), executemany))
-
-    event.listen(core.engine, "before_cursor_execute", count)
-    try:
-        with core.engine.begin() as conn:
+    statements: list[str] = []  # as SQLite runs them: one line per row of an executemany
+    with core.engine.begin() as conn:
+        driver = conn.connection.driver_connection
+        driver.set_trace_callback(statements.append)
+        try:
             accepted = store_many(conn, [_unit(core, recipe, n) for n in range(3, 43)])
-    finally:
-        event.remove(core.engine, "before_cursor_execute", count)
-    assert inserts == [("INSERT INTO events", True), ("INSERT INTO runs", True)]
+        finally:
+            driver.set_trace_callback(None)
+    inserts = [s.split("(", 1)[0].strip() for s in statements if s.startswith("INSERT")]
+    assert inserts == ["INSERT INTO events"] * 40 + ["INSERT INTO runs"] * 40
+    assert not [s for s in statements if "RETURNING" in s]
     with app.app_context():
         for n, a in enumerate(first + accepted):
             run = db.session.get(Run, a.run_id)
