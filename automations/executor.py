@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection as DBConnection
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 
 from connectors.base import ActionContext, ActionResult, PermanentError, RetryableError
 from connectors.registry import ACTIONS
@@ -186,7 +186,8 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
     record = SimpleNamespace(run_id=run.id, step_key=key, position=index, action=action_key,
                              attempt=run.attempt, started_at=started, status=None, input=None,
                              request=None, response=None, error=None, duration_ms=None)
-    if "run_if" in step and (verdict := run_if.judge(step["run_if"], build_context(trigger, fields, outputs))).skip:
+    context = build_context(trigger, fields, outputs)
+    if (verdict := run_if.judge(step.get("run_if"), context)).skip:
         return _skip(core, run, owner, record, verdict, t0, secrets, outputs, index, last)
     inputs: dict[str, Any] | None = None
     retry_after: float | datetime | None = None
@@ -198,7 +199,6 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
             raise PermanentError(f"unknown action '{action_key}'")
         if step.get("connection") and conn is None:
             raise PermanentError(f"connection {step['connection']} no longer exists")
-        context = build_context(trigger, fields, outputs)
         try:
             inputs = _step_inputs(action_key, step.get("inputs") or {}, context)
         except TemplateError as exc:
@@ -366,7 +366,6 @@ _GUARDED_UPDATE = update(Run).where(Run.id == bindparam("b_id"), Run.lease_owner
 # The executor's writes are also fenced on the attempt: every claim counts one, so a stale
 # attempt of a run taken back and claimed again, even by the same owner, writes nothing.
 _FENCED_UPDATE = _GUARDED_UPDATE.where(Run.attempt == bindparam("b_attempt"))
-_INSERT_STEP = insert(StepRun)
 
 
 def _write(core: Core, run: Run, owner: str, record: SimpleNamespace | None, **values: Any) -> None:
@@ -396,7 +395,7 @@ class RunWrite:
         if conn.execute(self._update, self.params).rowcount != 1:
             raise LeaseLost(self.run_id)
         if self.row is not None:
-            conn.execute(_INSERT_STEP, self.row)
+            insert_rows(conn, StepRun.__table__, [self.row])
 
     @staticmethod
     def run_many(conn: DBConnection, units: list[RunWrite]) -> list[None]:

@@ -100,8 +100,7 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
         if stopped_at is not None:
             shown.note = f"not reached for this event: step '{stopped_at}' stops the run first"
         elif "run_if" in step:
-            shown.note, skipped = _run_if_note(step["run_if"], context)
-            maybe = reads_name(step["run_if"], "steps")
+            shown.note, skipped, maybe = _run_if_note(step["run_if"], context)
         rendered: dict[str, Any] = {}
         timed_out = False
         for f in action.fields:
@@ -147,14 +146,15 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
     return out
 
 
-def _run_if_note(condition: Any, context: dict[str, Any]) -> tuple[str, bool]:
-    """What a step's "only run if" decides for the sample, and whether the step is skipped."""
+def _run_if_note(condition: Any, context: dict[str, Any]) -> tuple[str, bool, bool]:
+    """What a step's "only run if" decides for the sample: the note, whether the step is
+    skipped, and whether that is decided only during the run (it reads earlier steps)."""
     if reads_name(condition, "steps"):
-        return "decided during the run: its condition uses an earlier step's output", False
+        return "decided during the run: its condition uses an earlier step's output", False, True
     verdict = run_if.judge(condition, context)
     if verdict.skip:
-        return f"skipped for this event: {verdict.skip}; the run goes on with the next step", True
-    return "its condition holds for this event: this step runs", False
+        return f"skipped for this event: {verdict.skip}; the run goes on with the next step", True, False
+    return "its condition holds for this event: this step runs", False, False
 
 
 def _wait_note(waits: Any, rendered: dict[str, Any]) -> str:

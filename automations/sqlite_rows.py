@@ -34,7 +34,7 @@ def _statement(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tupl
         return None
     if any(col.default is not None for col in table.c if col.name not in columns):
         return None
-    processors = tuple(table.c[name].type._cached_bind_processor(dialect) for name in columns)
+    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns)
     quote = dialect.identifier_preparer.quote
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in columns)}) "
            f"VALUES ({', '.join('?' * len(columns))})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import Table, insert
@@ -38,8 +39,10 @@ def run_rows() -> list[dict]:
 
 
 def step_rows() -> list[dict]:
+    """Including what only the JSON columns' own encoder (``db.dumps_json``) can store."""
     values = [
-        {"input": {"text": "hi ✓", "n": 1.5}, "request": None, "response": {"status": 200, "body": "ok"},
+        {"input": {"text": "hi ✓", "n": 1.5, "at": WHEN, "price": Decimal("12.50"), "ratio": float("nan")},
+         "request": None, "response": {"status": 200, "body": "ok"},
          "error": None, "duration_ms": 12, "status": "succeeded"},
         {"input": {"run_if": False}, "request": None, "response": None, "error": "its condition was false",
          "duration_ms": 0, "status": "skipped"},
