@@ -18,7 +18,15 @@ from tests.test_runner_process import (
     wait_gone,
 )
 from web.config import ConfigError
-from web.cpu_affinity import CpuPlan, cpu_plan, format_cpu_list, parse_cpu_list, supported, usable_cpu_set
+from web.cpu_affinity import (
+    CpuPlan,
+    cpu_plan,
+    format_cpu_list,
+    parse_cpu_list,
+    pin_process,
+    supported,
+    usable_cpu_set,
+)
 
 TWO = frozenset({0, 1})
 
@@ -161,3 +169,21 @@ def test_a_setting_that_cannot_be_followed_stops_serve_at_start(tmp_path):
     assert "CPU_AFFINITY='0/4096'" in proc.stderr
     assert ("CPU 4096 is not one this process may use" in proc.stderr
             or "cannot pin processes to CPUs" in proc.stderr)
+
+
+@pytest.mark.skipif(not supported(), reason="pinning needs Linux (sched_setaffinity and /proc)")
+def test_a_mask_the_system_refuses_is_logged_and_changes_nothing(caplog):
+    before = usable_cpu_set()
+    with caplog.at_level("WARNING", logger="hookline"):
+        assert pin_process(frozenset({4096}), "web process") is False
+    assert "could not keep the web process on CPU 4096" in caplog.text
+    assert usable_cpu_set() == before
+
+
+def test_the_workers_cpu_list_is_checked_before_it_starts():
+    from click.testing import CliRunner
+
+    from web.cli import main
+
+    result = CliRunner().invoke(main, ["worker", "--cpus", "1-"])
+    assert result.exit_code == 2 and "'1-' is not a CPU number or range" in result.output

@@ -84,6 +84,15 @@ def serve(instance: str | None, host: str | None, port: int | None, no_worker: b
            shutdown_timeout=float(app.config["SHUTDOWN_SECONDS"]), cpus=cpus)
 
 
+def _cpu_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> frozenset[int] | None:
+    from .cpu_affinity import parse_cpu_list
+
+    try:
+        return None if value is None else parse_cpu_list(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @instance_option
 @click.option("--wake-fd", type=int, default=None, hidden=True,
@@ -94,15 +103,16 @@ def serve(instance: str | None, host: str | None, port: int | None, no_worker: b
               help="Lease owner name chosen by serve --runner-process.")
 @click.option("--shutdown-seconds", type=float, default=None, hidden=True,
               help="serve --runner-process's own SHUTDOWN_SECONDS, so the two wait alike.")
-@click.option("--cpus", default=None, hidden=True,
+@click.option("--cpus", default=None, hidden=True, callback=_cpu_list,
               help="CPUs to keep to, as a list like 1 or 2-3 (serve's CPU_AFFINITY plan for its child).")
 def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None, owner: str | None,
-           shutdown_seconds: float | None, cpus: str | None) -> None:
+           shutdown_seconds: float | None, cpus: frozenset[int] | None) -> None:
     """Run only the runner: claim and execute due runs until SIGTERM."""
-    from .worker import pin_worker, run_worker, worker_core
+    from .cpu_affinity import pin_process
+    from .worker import run_worker, worker_core
 
     if cpus is not None:
-        pin_worker(cpus)
+        pin_process(cpus, "runner")
 
     core = worker_core(_instance_path(instance))
     timeout = core.shutdown_seconds if shutdown_seconds is None else shutdown_seconds

@@ -23,12 +23,15 @@ Linux only (``sched_setaffinity``); elsewhere ``auto`` does nothing.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .config import FALSE_WORDS, TRUE_WORDS, ConfigError
+
+log = logging.getLogger("hookline")
 
 
 @dataclass(frozen=True)
@@ -110,11 +113,18 @@ def cpu_plan(setting: Any, usable: frozenset[int] | None = None, can_pin: bool |
     return plan
 
 
-def pin_process(cpus: frozenset[int]) -> None:
+def pin_process(cpus: frozenset[int], who: str) -> bool:
     """Keep every thread of this process on ``cpus``, and so the threads they start later (a
-    new thread inherits its creator's mask). A thread that ends meanwhile is skipped."""
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except ProcessLookupError:
-            continue
+    new thread inherits its creator's mask); ``who`` names the process in the log. A mask the
+    system refuses (a cpuset changed under us) is logged, not fatal: the process runs, anywhere.
+    Returns whether it is pinned. A thread that ends meanwhile is skipped."""
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except ProcessLookupError:
+                continue
+    except OSError as exc:
+        log.warning("could not keep the %s on CPU %s: %s", who, format_cpu_list(cpus), exc)
+        return False
+    return True

@@ -77,8 +77,8 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
                                cpus=cpus.runner if cpus else None).start()
         app.extensions["hookline_runner"] = runner
         where = f"in child process {runner.proc.pid if runner.proc else '?'}"
-        if cpus is not None:
-            where += _pin_web_process(cpus)
+        if cpus is not None and pin_process(cpus.web, "web process"):
+            where += f"; CPUs: web {format_cpu_list(cpus.web)}, runner {format_cpu_list(cpus.runner)}"
     elif with_worker:
         runner = start_runner(app)
         where = "in this process"
@@ -108,17 +108,6 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
         # (Only a Runner answers False; a RunnerProcess answers its child's exit code.)
         if runner is not None and runner.stop(shutdown_timeout) is False and stopping.is_set():
             exit_leaving_threads()
-
-
-def _pin_web_process(cpus: CpuPlan) -> str:
-    """This process's threads (and those it starts later) on ``cpus.web``; the words for the
-    start-up line. A mask the system refuses (a cpuset changed under us) is logged, not fatal."""
-    try:
-        pin_process(cpus.web)
-    except OSError as exc:
-        log.warning("could not keep the web process on CPU %s: %s", format_cpu_list(cpus.web), exc)
-        return ""
-    return f"; CPUs: web {format_cpu_list(cpus.web)}, runner {format_cpu_list(cpus.runner)}"
 
 
 def _take_back(core: Core, owner: str) -> None:

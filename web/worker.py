@@ -26,7 +26,6 @@ from automations.remote_writer import RemoteWriter
 from automations.runner import Runner
 
 from . import config
-from .cpu_affinity import parse_cpu_list, pin_process
 from .runner_process import watch_wake_pipe
 
 log = logging.getLogger("hookline")
@@ -42,15 +41,6 @@ def worker_core(instance_path: str | Path) -> Core:
     core = build_core(create_engine(url, **options), settings, instance_path)
     core.create_schema()
     return core
-
-
-def pin_worker(cpus: str) -> None:
-    """Keep this process on the CPUs serve chose for its runner child (``--cpus``). A list the
-    system refuses (a cpuset changed meanwhile) is logged: the runner still runs, anywhere."""
-    try:
-        pin_process(parse_cpu_list(cpus))
-    except (OSError, ValueError) as exc:
-        log.warning("could not keep the runner on CPU %s: %s", cpus, exc)
 
 
 def run_worker(core: Core, shutdown_timeout: float = 20.0, wake_fd: int | None = None,
