@@ -117,7 +117,7 @@ def test_an_input_that_renders_to_a_date_is_recorded_and_sent_once(live, sink):
     recorded = step["input"]
     assert recorded["headers"]["X-At"] == sent.headers["X-At"]  # ISO 8601 text, sent and in the history
     assert datetime.fromisoformat(sent.headers["X-At"]).year >= 2026
-    assert recorded["query"] == {"day": "2026-11-29T00:00:00+00:00"} 
+    assert recorded["query"] == {"day": "2026-11-29T00:00:00+00:00"}
     assert sent.query == {"day": ["2026-11-29T00:00:00+00:00"]}
     assert recorded["headers"]["X-Price"] == 12.5 and sent.headers["X-Price"] == "12.5"
 

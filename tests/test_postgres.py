@@ -47,7 +47,6 @@ def test_webhook_delivered_on_postgres(tmp_path, pg_app):
             server.close()
 
 
-
 def test_a_step_input_postgres_json_cannot_hold_is_recorded_and_sent_once(pg_app):
     """A rendered input holding NaN or a date (``{{ x | float }}`` of "nan", ``{{ now() }}``)
     was refused by PostgreSQL's json after the request went out: the run stayed "running"
@@ -72,6 +71,7 @@ def test_a_step_input_postgres_json_cannot_hold_is_recorded_and_sent_once(pg_app
             assert step["input"]["headers"]["X-At"] == sink.requests[0].headers["X-At"]
         finally:
             server.close()
+
 
 def test_concurrent_workers_never_claim_the_same_run(pg_app):
     core = pg_app.extensions["hookline"]
