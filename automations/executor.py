@@ -33,7 +33,7 @@ from .models import Connection, Event, Run, RunStatus, StepRun
 from .redact import redact_values
 from .retry import RetryPolicy, next_attempt_at
 from .secrets import SecretsError
-from .sqlite_rows import insert_rows
+from .sqlite_rows import execute_many, insert_rows
 from .templating import TemplateError, build_context, render_value
 
 log = logging.getLogger("hookline.runner")
@@ -392,7 +392,7 @@ class RunWrite:
         return _FENCED_UPDATE if "b_attempt" in self.params else _GUARDED_UPDATE
 
     def __call__(self, conn: DBConnection) -> None:
-        if conn.execute(self._update, self.params).rowcount != 1:
+        if execute_many(conn, self._update, [self.params]) != 1:
             raise LeaseLost(self.run_id)
         if self.row is not None:
             insert_rows(conn, StepRun.__table__, [self.row])
@@ -401,7 +401,7 @@ class RunWrite:
     def run_many(conn: DBConnection, units: list[RunWrite]) -> list[None]:
         if not conn.dialect.supports_sane_multi_rowcount:  # cannot tell whose lease was lost
             return [unit(conn) for unit in units]
-        if conn.execute(units[0]._update, [u.params for u in units]).rowcount != len(units):  # one key: one form
+        if execute_many(conn, units[0]._update, [u.params for u in units]) != len(units):  # one key: one form
             raise LeaseLost(units[0].run_id)  # someone's: the writer re-runs each unit alone
         insert_rows(conn, StepRun.__table__, [u.row for u in units if u.row is not None])
         return [None] * len(units)

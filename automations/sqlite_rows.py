@@ -1,61 +1,125 @@
-"""Plain row inserts on SQLite through the driver's cursor, for the writer's hottest statements.
+"""The writer's hottest statements on SQLite, run through the driver's cursor.
 
-Every webhook and every step result is inserted by the group-commit writer, the busiest
+Every webhook and every step result is written by the group-commit writer, the busiest
 thread of the web process, and on SQLite that thread shares one CPU with the request
 threads (``CPU_AFFINITY``), so its CPU is what the acknowledgements queue behind. Core spends
 more CPU on each statement (execution context, parameter compilation, events, result set-up)
-than SQLite spends inserting the rows. With the events, runs and step records inserted here,
-the writer's CPU fell from 47 to 40–42 µs per webhook (``bench/inprocess.py ingest``) and from
-147–150 to 130–137 µs per delivered run (``… runner``); see ``bench/README.md``, twelfth session.
+than SQLite spends running it. With the events, runs and step records inserted here, the
+writer's CPU fell from 47 to 40–42 µs per webhook and from 147–150 to 130–137 µs per delivered
+run; the run updates and the recipe lookups followed (``bench/README.md``, twelfth and
+thirteenth sessions).
 
-The statement is built from the table's own metadata and every value goes through its
-column type's bind processor, the very function Core would apply (JSON encoding, dates as
-SQLite stores them), so a row written here is the row Core writes, byte for byte
-(``tests/test_sqlite_rows.py`` compares them). Rows that leave out a column with a Python-side
-default are inserted through Core, which fills it in. Other databases always go through Core.
+A statement is the Core statement the caller built, compiled once by SQLAlchemy for this
+dialect and these parameter names; every value goes through its bind's own type processor
+(JSON encoding, dates as SQLite stores them), so what reaches SQLite is what Core would send
+(``tests/test_sqlite_rows.py`` compares the rows byte for byte). What this path cannot do as
+Core would is left to Core: a column default computed in Python, an expanding ``IN``, a
+result column whose type converts the value it reads. Other databases always go through Core.
 """
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Executable, Table, insert
 from sqlalchemy.engine import Dialect
 
 Processor = Callable[[Any], Any] | None
+_GIVEN = object()  # the value comes from the caller's parameters
 
 
-@lru_cache(maxsize=64)
-def _statement(table: Table, columns: tuple[str, ...], dialect: Dialect) -> tuple[str, tuple[Processor, ...]] | None:
-    """The INSERT for ``columns`` of ``table`` and each column's bind processor; None when a
-    column left out has a Python-side default (Core must fill it) or a name is not a column."""
-    if any(name not in table.c for name in columns):
-        return None
-    if any(col.default is not None for col in table.c if col.name not in columns):
-        return None
-    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns)
-    quote = dialect.identifier_preparer.quote
-    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in columns)}) "
-           f"VALUES ({', '.join('?' * len(columns))})")
-    return sql, processors
+@dataclass(frozen=True)
+class Prepared:
+    """A statement as the cursor runs it: its SQL, and for each ``?`` in order, the
+    parameter's name, its bind processor and, for a value fixed in the statement, that value
+    (processed once here)."""
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Processor, ...]
+    fixed: tuple[Any, ...]
+    row: Callable[..., Any] | None  # a SELECT's row: a named tuple, as Core's rows read
+
+    def parameters(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            (params[name] if p is None else p(params[name])) if value is _GIVEN else value
+            for name, p, value in zip(self.names, self.processors, self.fixed, strict=True))
+
+
+@lru_cache(maxsize=128)
+def prepare(stmt: Executable, keys: tuple[str, ...], dialect: Dialect) -> Prepared | None:
+    """``stmt`` compiled for parameters named ``keys``, or None where only Core runs it right."""
+    compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
+    if (compiled.positiontup is None or compiled.insert_prefetch or compiled.update_prefetch
+            or compiled.post_compile_params or compiled.literal_execute_params):
+        return None  # not positional; a default Core computes; SQL Core renders per execution
+    names, processors, fixed = tuple(compiled.positiontup), [], []
+    for name in names:
+        bind = compiled.binds[name]
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if name in keys:
+            processors.append(process)
+            fixed.append(_GIVEN)
+        elif bind.required:
+            return None  # a missing parameter: Core says which
+        else:
+            processors.append(None)
+            fixed.append(bind.effective_value if process is None else process(bind.effective_value))
+    row = None
+    if hasattr(stmt, "selected_columns"):
+        columns = stmt.selected_columns
+        if any(c.type.dialect_impl(dialect).result_processor(dialect, None) is not None for c in columns):
+            return None
+        row = namedtuple("Row", columns.keys(), rename=True)._make  # type: ignore[misc]
+    return Prepared(compiled.string, names, tuple(processors), tuple(fixed), row)
+
+
+def _prepared(conn: Connection, stmt: Executable, keys: tuple[str, ...]) -> Prepared | None:
+    return prepare(stmt, keys, conn.dialect) if conn.dialect.name == "sqlite" else None
+
+
+def _cursor(conn: Connection) -> Any:
+    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def execute_many(conn: Connection, stmt: Executable, params: Sequence[dict[str, Any]]) -> int:
+    """Run the INSERT or UPDATE ``stmt`` once per parameter set (dicts with the same keys) in
+    ``conn``'s transaction; the number of rows it changed in all."""
+    if not params:
+        return 0
+    prepared = _prepared(conn, stmt, tuple(params[0]))
+    if prepared is None:
+        return conn.execute(stmt, list(params)).rowcount
+    cursor = _cursor(conn)
+    try:
+        cursor.executemany(prepared.sql, [prepared.parameters(p) for p in params])
+        return cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def select_all(conn: Connection, stmt: Executable, params: dict[str, Any]) -> list[Any]:
+    """Every row of the SELECT ``stmt``, each read by name or position as Core's rows are."""
+    prepared = _prepared(conn, stmt, tuple(params))
+    if prepared is None:
+        return list(conn.execute(stmt, params).all())
+    cursor = _cursor(conn)
+    try:
+        rows = cursor.execute(prepared.sql, prepared.parameters(params)).fetchall()
+    finally:
+        cursor.close()
+    return rows if prepared.row is None else [prepared.row(r) for r in rows]
+
+
+@lru_cache(maxsize=32)
+def _insert(table: Table) -> Executable:
+    return insert(table)
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) in ``conn``'s transaction: through the
-    SQLite driver's cursor when that writes what Core would, else through Core."""
-    if not rows:
-        return
-    columns = tuple(rows[0])
-    built = _statement(table, columns, conn.dialect) if conn.dialect.name == "sqlite" else None
-    if built is None:
-        conn.execute(insert(table), list(rows))
-        return
-    sql, processors = built
-    params = [tuple(v if p is None else p(v) for p, v in zip(processors, (row[c] for c in columns), strict=True))
-              for row in rows]
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.executemany(sql, params)
-    finally:
-        cursor.close()
+    """Insert ``rows`` (dicts with the same keys) in ``conn``'s transaction. A row that leaves
+    out a column whose default Python computes goes through Core, which fills it in."""
+    execute_many(conn, _insert(table), rows)

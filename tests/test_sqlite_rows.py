@@ -13,7 +13,7 @@ from automations.db import make_engine
 from automations.executor import _STEP_COLUMNS
 from automations.inbound import InboundRequest, _run_row, event_values
 from automations.models import Base, Event, Recipe, Run, StepRun
-from automations.sqlite_rows import _statement, insert_rows
+from automations.sqlite_rows import insert_rows, prepare
 
 WHEN = datetime(2026, 11, 29, 3, 4, 5, 678901)
 
@@ -78,7 +78,7 @@ def fresh(path):
 def test_a_row_inserted_through_the_cursor_is_the_row_core_inserts(tmp_path, table: Table, rows):
     by_core, by_cursor = fresh(tmp_path / "core.db"), fresh(tmp_path / "cursor.db")
     made = rows()
-    assert _statement(table, tuple(made[0]), by_cursor.dialect) is not None  # the cursor path is taken
+    assert prepare(insert(table), tuple(made[0]), by_cursor.dialect) is not None  # the cursor path is taken
     for engine in (by_core, by_cursor):
         with engine.begin() as conn:
             if table is not Event.__table__:
@@ -94,21 +94,95 @@ def test_a_row_inserted_through_the_cursor_is_the_row_core_inserts(tmp_path, tab
     assert stored(tmp_path / "cursor.db", table.name) == expected
 
 
-def test_the_writers_own_rows_take_the_cursor_path(app):
+def test_the_writers_own_statements_take_the_cursor_path(app):
     """Each row the writer inserts names every column with a Python-side default, so none of
-    them falls back to Core (a new column with a default would, harmlessly but slowly)."""
+    them falls back to Core (a new column with a default would, harmlessly but slowly), and
+    the webhook batch's lookups and the run update are plain enough for the cursor."""
     dialect = app.extensions["hookline"].engine.dialect
-    assert _statement(Event.__table__, tuple(event_rows()[0]), dialect) is not None
-    assert _statement(Run.__table__, tuple(run_rows()[0]), dialect) is not None
-    assert _statement(StepRun.__table__, _STEP_COLUMNS, dialect) is not None
+    assert prepare(insert(Event), tuple(event_rows()[0]), dialect) is not None
+    assert prepare(insert(Run), tuple(run_rows()[0]), dialect) is not None
+    assert prepare(insert(StepRun), _STEP_COLUMNS, dialect) is not None
+    from automations.executor import _FENCED_UPDATE
+    from automations.inbound import _LAST_IDS, _RECIPE_STATE_BY_ID
+    assert prepare(_RECIPE_STATE_BY_ID, ("b_id",), dialect) is not None
+    assert prepare(_LAST_IDS, (), dialect) is not None
+    checkpoint = ("step_index", "outputs", "b_id", "b_owner", "b_attempt")
+    assert prepare(_FENCED_UPDATE, checkpoint, dialect) is not None
 
 
 def test_a_row_leaving_out_a_column_with_a_default_goes_through_core(tmp_path):
     engine = fresh(tmp_path / "d.db")
     row = {k: v for k, v in event_rows()[0].items() if k not in ("body_kind", "headers")}
-    assert _statement(Event.__table__, tuple(row), engine.dialect) is None
+    assert prepare(insert(Event), tuple(row), engine.dialect) is None
     with engine.begin() as conn:
         insert_rows(conn, Event.__table__, [row])
     [(body_kind, headers)] = sqlite3.connect(tmp_path / "d.db").execute(
         "SELECT body_kind, headers FROM events").fetchall()
     assert (body_kind, headers) == ("empty", "{}")  # Core filled in the defaults
+
+
+def test_a_run_update_through_the_cursor_changes_what_core_changes_and_counts_it(tmp_path):
+    """The executor's guarded UPDATE: the SET values go through their types' processors, the
+    status compared in its WHERE is the statement's own value, and a lost lease counts 0."""
+    from automations.executor import _FENCED_UPDATE
+    from automations.sqlite_rows import execute_many
+
+    def params(run_id: int, owner: str) -> dict:
+        return {"status": "succeeded", "outputs": {"s": {"at": WHEN, "n": Decimal("1.5")}}, "finished_at": WHEN,
+                "error": None, "b_id": run_id, "b_owner": owner, "b_attempt": 1}
+
+    counts = {}
+    for name in ("core", "cursor"):
+        engine = fresh(tmp_path / f"{name}.db")
+        with engine.begin() as conn:
+            insert_rows(conn, Event.__table__, event_rows())
+            insert_rows(conn, Run.__table__, run_rows())
+            conn.exec_driver_sql("UPDATE runs SET status = 'running', lease_owner = 'me', attempt = 1")
+            conn.exec_driver_sql("UPDATE runs SET status = 'queued' WHERE id = 22")  # not running: untouched
+            batch = [params(20, "me"), params(21, "someone else"), params(22, "me")]
+            if name == "core":
+                assert prepare(_FENCED_UPDATE, tuple(batch[0]), engine.dialect) is not None
+                counts[name] = conn.execute(_FENCED_UPDATE, batch).rowcount
+            else:
+                counts[name] = execute_many(conn, _FENCED_UPDATE, batch)
+    assert counts == {"core": 1, "cursor": 1}
+    assert stored(tmp_path / "cursor.db", "runs") == stored(tmp_path / "core.db", "runs")
+    assert [r[:2] for r in sqlite3.connect(tmp_path / "cursor.db").execute(
+        "SELECT id, status FROM runs ORDER BY id")] == [(20, "succeeded"), (21, "running"), (22, "queued")]
+
+
+def test_a_select_through_the_cursor_reads_rows_by_name_and_position(tmp_path):
+    from automations.inbound import _LAST_IDS, _RECIPE_STATE_BY_ID
+    from automations.sqlite_rows import select_all
+
+    engine = fresh(tmp_path / "s.db")
+    with engine.begin() as conn:
+        insert_rows(conn, Event.__table__, event_rows())
+        assert prepare(_RECIPE_STATE_BY_ID, ("b_id",), engine.dialect) is not None
+        [row] = select_all(conn, _RECIPE_STATE_BY_ID, {"b_id": 1})
+        assert (row.id, row.token, row.status, row.current_version) == (1, "t", "active", 3)
+        assert tuple(row) == (1, "t", "active", 3)
+        assert select_all(conn, _RECIPE_STATE_BY_ID, {"b_id": 2}) == []
+        assert select_all(conn, _LAST_IDS, {}) == [(14, 0)]
+
+
+def test_what_the_cursor_cannot_run_as_core_does_goes_through_core(tmp_path):
+    """An expanding IN, a result type that converts what it reads, a missing parameter."""
+    from sqlalchemy import bindparam, select
+    from sqlalchemy.exc import StatementError
+
+    from automations.inbound import _RECIPE_STATES
+    from automations.sqlite_rows import select_all
+
+    engine = fresh(tmp_path / "f.db")
+    with engine.begin() as conn:
+        insert_rows(conn, Event.__table__, event_rows())
+        assert prepare(_RECIPE_STATES, ("ids",), engine.dialect) is None
+        assert [r.id for r in select_all(conn, _RECIPE_STATES, {"ids": [1, 2]})] == [1]
+        converted = select(Event.headers, Event.received_at).where(Event.id == bindparam("b_id"))
+        assert prepare(converted, ("b_id",), engine.dialect) is None
+        [row] = select_all(conn, converted, {"b_id": 11})
+        assert row.headers["X-N"] == "1" and row.received_at == WHEN  # decoded JSON, a datetime
+        assert prepare(converted, (), engine.dialect) is None
+        with pytest.raises(StatementError, match="b_id"):
+            select_all(conn, converted, {})
