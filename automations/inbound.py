@@ -426,8 +426,9 @@ def _run_row(event_id: int, recipe_id: int, recipe: Any, now: datetime, rejected
 
 @dataclass
 class StoreUnit:
-    """One request to store, as a unit of the batch writer: alone it is :func:`store`;
-    consecutive ones are stored together by :func:`store_many`."""
+    """One request to store, as a unit of the batch writer: stored by :func:`store_many`,
+    alone or with the ones beside it (which hands each to :func:`store` when the common case
+    does not apply)."""
 
     definitions: DefinitionCache
     recipe_id: int
@@ -453,9 +454,9 @@ class StoreUnit:
 
 def store_many(conn: Connection, units: list[StoreUnit]) -> list[Accepted]:
     """Several requests in the caller's transaction, with what :func:`store` guarantees for
-    each. The common case (no de-duplication, nothing rejected) takes three statements for
-    the whole batch: the recipes' state, the events, the runs. Anything else is stored one
-    by one, in order. A unit whose URL is gone raises (the writer then re-runs each alone)."""
+    each. The common case (no de-duplication, nothing rejected) takes a few statements for
+    the whole batch: the recipes' state, (SQLite) the last ids, the events, the runs. Anything
+    else is stored one by one, in order. A unit whose URL is gone raises (the writer then re-runs each alone)."""
     states = _recipe_states(conn, sorted({u.recipe_id for u in units}))
     for u in units:
         row = states.get(u.recipe_id)
