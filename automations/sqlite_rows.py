@@ -14,7 +14,8 @@ dialect and these parameter names; every value goes through its bind's own type 
 (JSON encoding, dates as SQLite stores them), so what reaches SQLite is what Core would send
 (``tests/test_sqlite_rows.py`` compares the rows byte for byte). What this path cannot do as
 Core would is left to Core: a column default computed in Python, an expanding ``IN``, a
-result column whose type converts the value it reads. Other databases always go through Core.
+bind whose value is computed at each execution, a result column whose type converts the value
+it reads. Other databases always go through Core.
 """
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ def prepare(stmt: Executable, keys: tuple[str, ...], dialect: Dialect) -> Prepar
         if name in keys:
             processors.append(process)
             fixed.append(_GIVEN)
-        elif bind.required:
-            return None  # a missing parameter: Core says which
+        elif bind.required or bind.callable is not None:
+            return None  # a missing parameter (Core says which), or a value computed per execution
         else:
             processors.append(None)
             fixed.append(bind.effective_value if process is None else process(bind.effective_value))

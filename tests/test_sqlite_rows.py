@@ -186,3 +186,19 @@ def test_what_the_cursor_cannot_run_as_core_does_goes_through_core(tmp_path):
         assert prepare(converted, (), engine.dialect) is None
         with pytest.raises(StatementError, match="b_id"):
             select_all(conn, converted, {})
+
+
+def test_a_value_computed_at_each_execution_is_left_to_core(tmp_path):
+    from itertools import count
+
+    from sqlalchemy import bindparam, select
+
+    from automations.sqlite_rows import select_all
+
+    ids = count(10)
+    stmt = select(Event.id).where(Event.id == bindparam("next_id", callable_=lambda: next(ids)))
+    engine = fresh(tmp_path / "c.db")
+    with engine.begin() as conn:
+        insert_rows(conn, Event.__table__, event_rows())
+        assert prepare(stmt, (), engine.dialect) is None
+        assert [select_all(conn, stmt, {})[0].id for _ in range(3)] == [10, 11, 12]
