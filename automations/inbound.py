@@ -386,31 +386,30 @@ class Accepted:
     duplicate: bool = False
 
 
-def store(conn: Connection, definitions: DefinitionCache, recipe_id: int, token: str,
-          raw_headers: dict[str, str], values: dict[str, Any], now: datetime,
-          rejected: str | None = None) -> Accepted:
-    """Insert the event and its run (held when the recipe is paused) in the caller's
-    transaction. The recipe's token, status and version are read in that same transaction,
-    so a pause, a rotated URL or a deletion committed before this event is always honoured.
-    A repeat of a delivery the recipe de-duplicates returns the first run, storing nothing.
-    A ``rejected`` request (failed verification) is stored with a final, never-run run that
-    carries the reason."""
-    row = conn.execute(_RECIPE_STATE, {"b_id": recipe_id, "b_token": token}).first()
-    if row is None:
-        raise RecipeGone(recipe_id)
-    definition = definitions.get(conn, recipe_id, row.current_version) or {}
-    spec = dedupe.DedupeSpec.from_settings(definition.get("settings"))
-    key = spec.key_for(raw_headers, values["body"]) if spec and rejected is None else None
+def store(conn: Connection, unit: StoreUnit, recipe: Any) -> Accepted:
+    """Insert one event and its run (held when the recipe is paused) in the caller's
+    transaction. ``recipe``: its recipe's state (status, version), read in that same
+    transaction by :func:`store_many`, which checked the URL's token, so a pause, a rotated URL
+    or a deletion committed before this event is always honoured. A repeat of a delivery the
+    recipe de-duplicates returns the first run, storing nothing. A ``rejected`` request (failed
+    verification) is stored with a final, never-run run that carries the reason."""
+    spec = _dedupe_spec(conn, unit, recipe)
+    key = spec.key_for(unit.raw_headers, unit.values["body"]) if spec and unit.rejected is None else None
     if key is not None:
-        first = dedupe.first_run(conn, recipe_id, key, now)
+        first = dedupe.first_run(conn, unit.recipe_id, key, unit.now)
         if first is not None:
             return Accepted(first, "duplicate", duplicate=True)
-    event_id = conn.execute(_INSERT_EVENT, values).scalar_one()
-    run = _run_row(event_id, recipe_id, row, now, rejected)
+    event_id = conn.execute(_INSERT_EVENT, unit.values).scalar_one()
+    run = _run_row(event_id, unit.recipe_id, recipe, unit.now, unit.rejected)
     run_id = conn.execute(_INSERT_RUN, run).scalar_one()
     if key is not None and spec is not None:
-        dedupe.remember(conn, recipe_id, key, run_id, now, spec)
+        dedupe.remember(conn, unit.recipe_id, key, run_id, unit.now, spec)
     return Accepted(run_id, run["status"])
+
+
+def _dedupe_spec(conn: Connection, unit: StoreUnit, recipe: Any) -> dedupe.DedupeSpec | None:
+    definition = unit.definitions.get(conn, unit.recipe_id, recipe.current_version) or {}
+    return dedupe.DedupeSpec.from_settings(definition.get("settings"))
 
 
 def _run_row(event_id: int, recipe_id: int, recipe: Any, now: datetime, rejected: str | None) -> dict[str, Any]:
@@ -443,10 +442,6 @@ class StoreUnit:
     def __call__(self, conn: Connection) -> Accepted:
         return store_many(conn, [self])[0]
 
-    def store(self, conn: Connection) -> Accepted:
-        return store(conn, self.definitions, self.recipe_id, self.token, self.raw_headers, self.values,
-                     self.now, self.rejected)
-
     @staticmethod
     def run_many(conn: Connection, units: list[StoreUnit]) -> list[Accepted]:
         return store_many(conn, units)
@@ -462,9 +457,8 @@ def store_many(conn: Connection, units: list[StoreUnit]) -> list[Accepted]:
         row = states.get(u.recipe_id)
         if row is None or row.token != u.token:
             raise RecipeGone(u.recipe_id)
-        definition = u.definitions.get(conn, u.recipe_id, row.current_version) or {}
-        if u.rejected is not None or dedupe.DedupeSpec.from_settings(definition.get("settings")) is not None:
-            return [u.store(conn) for u in units]
+    if any(u.rejected is not None or _dedupe_spec(conn, u, states[u.recipe_id]) is not None for u in units):
+        return [store(conn, u, states[u.recipe_id]) for u in units]
     if conn.dialect.name == "sqlite":
         return _insert_numbered(conn, units, states)
     event_ids = conn.execute(_INSERT_EVENTS, [u.values for u in units]).scalars().all()
@@ -502,8 +496,6 @@ def _insert_numbered(conn: Connection, units: list[StoreUnit], states: dict[int,
 
 
 # Built once: every webhook runs these, and building statements costs more than running them.
-_RECIPE_STATE = select(Recipe.status, Recipe.current_version).where(
-    Recipe.id == bindparam("b_id"), Recipe.token == bindparam("b_token"))
 _RECIPE_STATE_COLUMNS = (Recipe.id, Recipe.token, Recipe.status, Recipe.current_version)
 _RECIPE_STATES = select(*_RECIPE_STATE_COLUMNS).where(Recipe.id.in_(bindparam("ids", expanding=True)))
 _RECIPE_STATE_BY_ID = select(*_RECIPE_STATE_COLUMNS).where(Recipe.id == bindparam("b_id"))

@@ -229,6 +229,26 @@ def test_store_many_takes_one_insert_per_table_for_a_batch_on_sqlite(app):
         assert db.session.query(Run).count() == db.session.query(Event).count() == 43
 
 
+def test_a_lone_webhook_for_a_deduplicating_recipe_reads_its_recipe_once(app):
+    """Such a webhook leaves the batch path for the one that looks its delivery id up; the
+    recipe's state it has read (and checked the token against) goes with it, not read again."""
+    core = app.extensions["hookline"]
+    with app.app_context():
+        recipe = _made(recipes.create(db.session, "d", {"settings": {"dedupe": {"path": "$.n"}}}))
+    statements: list[str] = []
+    accepted = []
+    for _ in range(2):  # the same delivery twice
+        with core.engine.begin() as conn:
+            driver = conn.connection.driver_connection
+            driver.set_trace_callback(statements.append)
+            try:
+                accepted.append(store_many(conn, [_unit(core, recipe, 7)])[0])
+            finally:
+                driver.set_trace_callback(None)
+    assert [a.duplicate for a in accepted] == [False, True] and accepted[1].run_id == accepted[0].run_id
+    assert len([s for s in statements if s.startswith("SELECT") and "FROM recipes" in s]) == 2  # one each
+
+
 def test_store_many_refuses_a_batch_with_a_gone_url(app):
     core = app.extensions["hookline"]
     with app.app_context():
