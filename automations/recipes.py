@@ -106,7 +106,7 @@ def normalize(definition: dict[str, Any] | None) -> dict[str, Any]:
     out["steps"] = [
         {"key": str(s.get("key", "")).strip(), "name": str(s.get("name") or "").strip(),
          "action": str(s.get("action", "")).strip(), "connection": s.get("connection"),
-         **({"run_if": s["run_if"]} if not _blank(s.get("run_if")) else {}),
+         **({"run_if": run_if} if not _blank(run_if := _trimmed(s.get("run_if"))) else {}),
          "inputs": dict(s.get("inputs") or {})}
         for s in d.get("steps") or []
     ]
@@ -248,6 +248,10 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _trimmed(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
 
 
 def _blank(value: Any) -> bool:

@@ -95,7 +95,6 @@ ONE_EXPRESSION = "write the condition as one expression in {{ }}, e.g. {{ amount
 @pytest.mark.parametrize("condition, message", [
     ("kind == 'order'", ONE_EXPRESSION),  # no braces: it renders as text, which is never false
     ("{{ kind == }}", "line 1: unexpected 'end of print statement'"),  # the syntax error, with its line
-    ("   ", ONE_EXPRESSION),
 ])
 def test_a_condition_that_is_not_one_expression_is_refused_on_save(tmp_path, condition, message):
     app = make_app(tmp_path)
@@ -104,6 +103,16 @@ def test_a_condition_that_is_not_one_expression_is_refused_on_save(tmp_path, con
             recipes.create(db.session, "r", {"steps": [{**HTTP_STEP, "run_if": condition}]})
         assert [(p.where, p.message) for p in exc.value.problems] == [("steps.0.run_if", message)]
         assert db.session.scalars(select(Recipe)).all() == []
+
+
+def test_a_blank_condition_means_always_and_one_with_spaces_around_is_trimmed(tmp_path):
+    """The same rule for a recipe file or the API as for the editor's field."""
+    app = make_app(tmp_path)
+    with app.app_context():
+        recipe = recipes.create(db.session, "r", {"steps": [
+            {**HTTP_STEP, "run_if": "  {{ kind == 'order' }}\n"}, {**HTTP_STEP, "key": "second", "run_if": "   "}]})
+        first, second = recipes.current_definition(recipe)["steps"]
+    assert first["run_if"] == "{{ kind == 'order' }}" and "run_if" not in second
 
 
 def test_the_editor_saves_the_condition_and_shows_its_error_on_the_field(app, client):

@@ -281,11 +281,10 @@ class RecipeEditor:
         for b in self.steps:
             s = b.form.values()
             wants_conn = b.action is None or b.action.credential is not None
-            run_if = (s["run_if"] or "").strip()
             steps.append({
                 "key": (s["key"] or "").strip(), "name": (s["name"] or "").strip(), "action": b.action_key,
                 "connection": (s["connection"] or None) if wants_conn else None,
-                **({"run_if": run_if} if run_if else {}),
+                "run_if": s["run_if"],  # blank or not: recipes.normalize decides
                 "inputs": {k: v for k, v in b.inputs.values().items() if not is_blank(v)},
             })
         settings = self.dead.apply(self.verify.apply(self.delivery.apply(self.settings)))

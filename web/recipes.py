@@ -85,7 +85,7 @@ def _preview(editor: RecipeEditor, event: Event | None) -> Preview | None:
     # End this request's transaction first: on SQLite a session's transaction holds the write
     # lock, and webhooks waited behind a slow preview until they got 503.
     db.session.rollback()
-    return preview(definition, trigger)
+    return preview(recipes.normalize(definition), trigger)  # as it would be saved
 
 
 @bp.get("/")
