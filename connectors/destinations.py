@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from .base import PermanentError, RetryableError
@@ -55,6 +56,9 @@ def address_problem(ip: IPAddress) -> str | None:
     return next((label for hit, label in checks if hit), None)
 
 
+_MAX_REMEMBERED = 4096  # addresses judged, per allowlist
+
+
 class Allowlist:
     """CIDRs and hostnames that may be called even though they are not public.
     A string is split on commas and whitespace (the form of the environment setting)."""
@@ -64,6 +68,7 @@ class Allowlist:
             entries = re.split(r"[\s,]+", entries)
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.hosts: set[str] = set()
+        self._refusals: dict[str, str | None] = {}
         for entry in (e.strip() for e in entries):
             if not entry:
                 continue
@@ -77,6 +82,21 @@ class Allowlist:
 
     def permits_address(self, ip: IPAddress) -> bool:
         return any(ip.version == net.version and ip in net for net in self.networks)
+
+    def refusal(self, address: str) -> str | None:
+        """Why ``address`` (as the resolver gives it, perhaps with a %scope) may not be
+        called, or None. Remembered: the answer depends only on the address and this list,
+        and judging a public address runs every check :func:`address_problem` has."""
+        try:
+            return self._refusals[address]
+        except KeyError:
+            pass
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        why = None if self.permits_address(ip) else address_problem(ip)
+        if len(self._refusals) >= _MAX_REMEMBERED:
+            self._refusals.clear()
+        self._refusals[address] = why
+        return why
 
 
 def check_scheme(url: str) -> None:
@@ -111,6 +131,7 @@ def check_destination(url: str, allowlist: Allowlist | Iterable[str] = ()) -> li
 _RESOLVERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hookline-resolver")
 
 
+@lru_cache(maxsize=4096)
 def _is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
@@ -203,8 +224,7 @@ def checked_addresses(host: str, port: int, allow: Allowlist, url: str,
     if allow.permits_host(host):
         return addresses
     for addr in addresses:
-        ip = ipaddress.ip_address(addr.split("%", 1)[0])
-        why = None if allow.permits_address(ip) else address_problem(ip)
+        why = allow.refusal(addr)
         if why:
             raise DestinationNotAllowed(f"destination not allowed: {host} resolves to {addr} ({why}); "
                                         f"add it to {ALLOWLIST_SETTING} to permit")

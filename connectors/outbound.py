@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit
@@ -310,6 +311,18 @@ def _encode_url(url: str, params: Any) -> tuple[str, str, str, int, str, str | N
     """(url, scheme, host, port, target, userinfo): ``url`` parsed, percent-encoded where it
     holds characters a URL may not (urllib3's ``parse_url``, as requests did), with
     ``params`` appended to its query."""
+    if params is None:
+        return _encode_bare_url(url)
+    return _parse_and_encode_url(url, params)
+
+
+@lru_cache(maxsize=1024)
+def _encode_bare_url(url: str) -> tuple[str, str, str, int, str, str | None]:
+    """A URL without params, remembered: a recipe's steps send to the same few URLs."""
+    return _parse_and_encode_url(url, None)
+
+
+def _parse_and_encode_url(url: str, params: Any) -> tuple[str, str, str, int, str, str | None]:
     try:
         parts = parse_url(url)
     except u3.LocationParseError as exc:

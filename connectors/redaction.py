@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -17,8 +18,14 @@ _SECRET_PARAM_WORDS = ("token", "secret", "password", "signature", "api_key", "a
 
 def is_secret_header(name: str, extra: Iterable[str] = ()) -> bool:
     low = name.lower()
-    if low in {e.lower() for e in extra}:
+    if extra and low in {e.lower() for e in extra}:
         return True
+    return _secret_header_name(low)
+
+
+@lru_cache(maxsize=4096)
+def _secret_header_name(low: str) -> bool:
+    """By the name alone (lower case); remembered, as every step redacts the same few names."""
     if low.endswith("idempotency-key"):
         return False
     return low in _SECRET_HEADERS or any(word in low for word in _SECRET_HEADER_WORDS)

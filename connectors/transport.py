@@ -1,5 +1,6 @@
-"""Kept-alive HTTP/1.1 connections to checked addresses, over the standard library's
-``http.client``. The outbound client (``outbound.py``) encodes requests, checks every
+"""Kept-alive HTTP/1.1 connections to checked addresses. The request head is written here
+and the answer's head read here; the body is read by the standard library's
+``http.client.HTTPResponse`` (chunked, Content-Length, to the end). The outbound client (``outbound.py``) encodes requests, checks every
 destination and follows redirects itself; this module only sends one request to one
 address and streams the answer back.
 
@@ -20,13 +21,15 @@ instead of filling memory; an answer sent before the request body was read is re
 What it does beyond urllib3: every read and send of an exchange is bounded by one deadline
 (a server trickling its headers or chunk trailers one line at a time cannot hold a run past
 it); interim answers (103 Early Hints) are skipped to the final one; conflicting or
-malformed Content-Length values fail the exchange instead of framing the body wrongly.
+malformed Content-Length values, and transfer codings it cannot decode, fail the exchange
+instead of framing the body wrongly.
 """
 from __future__ import annotations
 
 import http.client
 import io
 import os
+import re
 import select
 import socket
 import ssl
@@ -100,55 +103,111 @@ class _DeadlineSocket:
         return self._file
 
 
-class _Connection(http.client.HTTPConnection):
-    """Connects to the origin's address; for https wraps the socket for its hostname.
-    Every send and read of an exchange, and the connect, get what is left of ``deadline``
-    (set by :meth:`ConnectionPool.send` for each exchange)."""
+# The request's checks, as http.client makes them in putrequest and putheader (same errors,
+# same messages: the outbound client turns them into "invalid request" for the history).
+_LEGAL_HEADER_NAME = re.compile(rb"[^:\s][^:\r\n]*").fullmatch
+_ILLEGAL_HEADER_VALUE = re.compile(rb"\n(?![ \t])|\r(?![ \t\n])").search
+_ILLEGAL_METHOD = re.compile(r"[\x00-\x1f]").search
+_ILLEGAL_TARGET = re.compile(r"[\x00-\x20\x7f]").search
+_ONE_SEND = 64 * 1024  # a body up to this size goes out in the same send as the head
+
+
+def request_head(method: str, target: str, headers: dict[str, str]) -> bytes:
+    """The request line and header fields, as bytes, refusing what http.client refuses (a
+    control character in the method or target; a name with ":", a line break or leading
+    whitespace; a value with a bare line break). Names are ASCII, values Latin-1."""
+    if _ILLEGAL_METHOD(method):
+        raise ValueError(f"method can't contain control characters. {method!r}")
+    if _ILLEGAL_TARGET(target):
+        raise ValueError(f"URL can't contain control characters. {target!r}")
+    lines = [f"{method} {target} HTTP/1.1\r\n".encode("ascii")]
+    for name, value in headers.items():
+        raw_name = name.encode("ascii")
+        if not _LEGAL_HEADER_NAME(raw_name):
+            raise ValueError(f"Invalid header name {raw_name!r}")
+        raw_value = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+        if _ILLEGAL_HEADER_VALUE(raw_value):
+            raise ValueError(f"Invalid header value {raw_value!r}")
+        lines.append(raw_name + b": " + raw_value + b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+class _Connection:
+    """One socket to the origin's address (for https wrapped for its hostname). Every send
+    and read of an exchange, and the connect, get what is left of ``deadline`` (set by
+    :meth:`ConnectionPool.send` for each exchange).
+
+    Why not ``http.client.HTTPConnection``: its request path (``putrequest``/``putheader``,
+    two sends) and its header parser (the ``email`` package) cost about as much CPU as the
+    rest of an exchange; :func:`request_head` and :class:`_Response` keep its checks and its
+    body framing (bench/README.md, fourteenth session)."""
 
     def __init__(self, origin: Origin, tls: ssl.SSLContext | None) -> None:
-        super().__init__(origin.address, origin.port)
         self.origin = origin
         self._tls = tls
         self.deadline = 0.0
-        self._reader: _DeadlineSocket | None = None
-        self.response_class = self._response  # type: ignore[assignment]
+        self.sock: socket.socket | None = None
 
-    def _response(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
-                  url: str | None = None) -> http.client.HTTPResponse:
-        self._reader = _DeadlineSocket(sock, self.deadline)
-        return http.client.HTTPResponse(self._reader, method=method)  # type: ignore[arg-type]
+    def request(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> None:
+        """Send the request; as http.client, a Host (the origin's) and ``Accept-Encoding:
+        identity`` are added when not given (no Accept-Encoding would accept any coding)."""
+        names = {name.lower() for name in headers}
+        if "host" not in names or "accept-encoding" not in names:
+            extra = {} if "host" in names else {"Host": self._host_header()}
+            if "accept-encoding" not in names:
+                extra["Accept-Encoding"] = "identity"
+            headers = {**extra, **headers}
+        head = request_head(method, target, headers)
+        if body and len(body) <= _ONE_SEND:
+            self.send(head + body)
+            return
+        self.send(head)
+        if body:
+            self.send(body)
 
-    def final_response(self, method: str) -> http.client.HTTPResponse:
-        """The final answer: interim 1xx answers (103 Early Hints...; 100 Continue is
-        skipped by http.client) are read past, on the same buffered reader."""
-        raw = self.getresponse()
-        while 100 < raw.status < 200 and raw.status != 101:
-            raw.fp = None  # detached: closing it must not close the shared reader
-            raw = http.client.HTTPResponse(self._reader, method=method)  # type: ignore[arg-type]
-            raw.begin()
+    def _host_header(self) -> str:
+        origin = self.origin  # the hostname as the URL names it (the outbound client's IDNA form)
+        host = f"[{origin.hostname}]" if ":" in origin.hostname else origin.hostname
+        return host if origin.port == (443 if origin.scheme == "https" else 80) else f"{host}:{origin.port}"
+
+    def final_response(self, method: str) -> _Response:
+        """The final answer, its status line and header fields read (interim 1xx answers,
+        100 Continue and 103 Early Hints, are read past on the same buffered reader)."""
+        assert self.sock is not None
+        raw = _Response(_DeadlineSocket(self.sock, self.deadline), method=method)  # type: ignore[arg-type]
+        raw.begin()
         return raw
 
-    def send(self, data: bytes) -> None:  # type: ignore[override]
+    def send(self, data: bytes) -> None:
+        if self.sock is None:
+            raise OSError("not connected")
         left = self.deadline - time.monotonic()
-        if self.sock is not None:
-            if left <= 0:
-                raise TimeoutError("the deadline passed")
-            self.sock.settimeout(left)
-        super().send(data)
+        if left <= 0:
+            raise TimeoutError("the deadline passed")
+        self.sock.settimeout(left)
+        self.sock.sendall(data)
 
     def connect(self) -> None:
+        origin = self.origin
         try:
-            sock = socket.create_connection((self.host, self.port), max(self.deadline - time.monotonic(), 0.001))
+            sock = socket.create_connection((origin.address, origin.port),
+                                            max(self.deadline - time.monotonic(), 0.001))
         except OSError as exc:
             raise ConnectError(str(exc)) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:
-                sock = self._tls.wrap_socket(sock, server_hostname=self.origin.hostname)
+                sock = self._tls.wrap_socket(sock, server_hostname=origin.hostname)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
 
     def dropped(self) -> bool:
         """True when the idle connection has anything to read (the server closed it, or
@@ -163,6 +222,107 @@ class _Connection(http.client.HTTPConnection):
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         return bool(poller.poll(0))
+
+
+_MAX_LINE = 65536  # as http.client: one status or header line
+_MAX_FIELDS = 100  # ... and header fields in one answer
+_OWS = " \t"
+
+
+def read_fields(fp: io.BufferedReader) -> list[tuple[str, str]]:
+    """The header fields up to the empty line, as (name, value) in the order sent. A folded
+    line (obs-fold) continues the field before it, joined by a space (RFC 9112 5.2); a line
+    without a colon, or a name with whitespace in it ("Content-Length : 5"), is not a field
+    and is skipped, so it can frame nothing. The end of the stream ends the fields."""
+    fields: list[tuple[str, str]] = []
+    count = 0
+    while True:
+        line = fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("header line")
+        if line in (b"\r\n", b"\n", b""):
+            return fields
+        count += 1
+        if count > _MAX_FIELDS:
+            raise http.client.HTTPException(f"got more than {_MAX_FIELDS} headers")
+        text = line.decode("latin-1").rstrip("\r\n")
+        if text[:1] in (" ", "\t"):
+            if fields:
+                name, value = fields[-1]
+                fields[-1] = (name, f"{value} {text.strip(_OWS)}" if value else text.strip(_OWS))
+            continue
+        name, colon, value = text.partition(":")
+        if not colon or not name or any(c in name for c in _OWS):
+            continue
+        fields.append((name, value.strip(_OWS)))
+
+
+def _values(fields: list[tuple[str, str]], name: str) -> list[str]:
+    """Every comma-separated element of the fields called ``name`` (any case), trimmed."""
+    return [part.strip(_OWS) for key, value in fields if key.lower() == name for part in value.split(",")]
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client's reader of a body (chunked, Content-Length, to the end of the
+    connection) behind a head read here: :func:`read_fields` instead of the ``email``
+    parser, and framing that refuses what cannot be trusted (RFC 9112 6.3) instead of
+    guessing:
+
+    * conflicting or malformed Content-Length values fail the exchange;
+    * Transfer-Encoding chunked frames the body and overrides a Content-Length (the
+      connection is then not kept); any other transfer coding fails the exchange, as this
+      client cannot decode one.
+
+    :attr:`fields` holds the final answer's header fields; :attr:`declared_length` its
+    Content-Length (None: chunked, or not given)."""
+
+    fields: list[tuple[str, str]]
+    declared_length: int | None
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        while True:
+            version, status, reason = self._read_status()  # type: ignore[attr-defined]
+            fields = read_fields(self.fp)  # type: ignore[arg-type]
+            if not 100 <= status < 200 or status == 101:
+                break
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.fields = fields
+        self.headers = self.msg = http.client.HTTPMessage()
+        for name, value in fields:
+            self.msg.set_raw(name, value)
+
+        codings = [c.lower() for c in _values(fields, "transfer-encoding") if c.lower() not in ("", "identity")]
+        if codings and codings != ["chunked"]:
+            raise http.client.HTTPException(f"a Transfer-Encoding this client cannot decode: {', '.join(codings)[:60]!r}")
+        self.chunked = bool(codings)
+        self.chunk_left = None
+        lengths = _values(fields, "content-length")
+        if lengths and (len(set(lengths)) > 1 or not (lengths[0].isascii() and lengths[0].isdigit()
+                                                     and len(lengths[0]) <= 18)):
+            raise http.client.HTTPException(f"invalid Content-Length {', '.join(lengths)[:60]!r}")
+        self.declared_length = int(lengths[0]) if lengths and not self.chunked else None
+        self.length = self.declared_length
+        if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":  # type: ignore[attr-defined]
+            self.length = 0
+
+        connection = [c.lower() for c in _values(fields, "connection")]
+        if self.version == 11:
+            self.will_close = "close" in connection
+        else:  # HTTP/1.0 keeps the connection only when it says so
+            self.will_close = "keep-alive" not in connection and not _values(fields, "keep-alive")
+        if self.chunked and lengths:  # both: a sign of smuggling; never reuse the connection
+            self.will_close = True
+        if not self.chunked and self.length is None:
+            self.will_close = True
 
 
 def tls_context(verify: bool | str, extra_ca: str | None = None) -> ssl.SSLContext:
@@ -322,17 +482,18 @@ class Response:
     :meth:`read1`. Call :meth:`release` after reading it all (the connection goes back to
     the pool when it can carry another request) or :meth:`discard` to drop it."""
 
-    def __init__(self, pool: ConnectionPool, conn: _Connection, raw: http.client.HTTPResponse,
-                 declared_length: int | None) -> None:
+    def __init__(self, pool: ConnectionPool, conn: _Connection, raw: _Response) -> None:
         self._pool, self._conn, self._raw = pool, conn, raw
-        self.declared_length = declared_length
+        self.declared_length = raw.declared_length
         self.status = raw.status
         self.received = 0  # body bytes read from the socket, before decoding
         merged: dict[str, tuple[str, str]] = {}  # one entry per name, repeats joined with ", "
-        for name, value in raw.msg.items():
+        for name, value in raw.fields:
             key = name.lower()
             merged[key] = (merged[key][0], f"{merged[key][1]}, {value}") if key in merged else (name, value)
-        self.headers = HTTPHeaderDict(dict(merged.values()))
+        self.headers = HTTPHeaderDict()
+        for name, value in merged.values():
+            self.headers[name] = value
         self._decoder = ContentDecoder.for_header(self.headers.get("Content-Encoding"))
         self._pending: Iterator[bytes] = iter(())
         self._read_all = False  # the socket side is at the end of the body
@@ -378,20 +539,6 @@ class Response:
         self._conn.close()
 
 
-def _declared_length(raw: http.client.HTTPResponse) -> int | None:
-    """The body's Content-Length (None: chunked, or none given). http.client frames a body
-    by the first Content-Length and reads to the end of the connection when it cannot parse
-    one; a length it cannot trust is an invalid answer (RFC 9112 6.3), not a body cut short
-    or run on."""
-    values = [part.strip() for value in raw.msg.get_all("Content-Length") or () for part in value.split(",")]
-    if not values:
-        return None
-    if (len(set(values)) > 1 or not (values[0].isascii() and values[0].isdigit() and len(values[0]) <= 18)
-            or raw.length is None and not raw.chunked):  # e.g. "10, 10": http.client could not parse it
-        raise http.client.HTTPException(f"invalid Content-Length {', '.join(values)[:60]!r}")
-    return None if raw.chunked else int(values[0])
-
-
 class ConnectionPool:
     """Idle kept-alive connections, by origin. Thread-safe; a connection is used by one
     thread at a time (taken out while in use)."""
@@ -427,15 +574,14 @@ class ConnectionPool:
             if conn.sock is None:
                 conn.connect()
             try:
-                conn.request(method, target, body=body, headers=headers)
+                conn.request(method, target, headers, body)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # it stopped reading, perhaps to answer early (413): what it said is the answer
             raw = conn.final_response(method)
-            length = _declared_length(raw)
         except BaseException:
             conn.close()
             raise
-        return Response(self, conn, raw, length)
+        return Response(self, conn, raw)
 
     def _take(self, origin: Origin) -> _Connection:
         while True:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import ipaddress
 import socket
 import threading
 import time
@@ -14,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from connectors.base import PermanentError, RetryableError
-from connectors.destinations import DnsCache
+from connectors.destinations import _MAX_REMEMBERED as MAX_REMEMBERED
+from connectors.destinations import Allowlist, DnsCache
 from connectors.outbound import (
     DestinationNotAllowed,
     OutboundClient,
@@ -101,6 +103,21 @@ def test_public_addresses_pass_the_check(url: str) -> None:
 ])
 def test_allowlist_permits(allowlist: list[str] | str, url: str) -> None:
     assert check_destination(url, allowlist)
+
+
+def test_remembered_verdicts_are_per_allowlist_and_bounded() -> None:
+    """Verdicts on addresses are remembered per allowlist (judging a public address runs every
+    check): a refusal stays a refusal on the next delivery, another client's allowlist is
+    its own, and a recipe aiming at a new address per event does not grow memory."""
+    strict, lenient = Allowlist(()), Allowlist(["10.0.0.0/8"])
+    for _ in range(2):
+        with pytest.raises(DestinationNotAllowed, match="private"):
+            check_destination("http://10.1.2.3/", strict)
+        assert check_destination("http://10.1.2.3/", lenient) == ["10.1.2.3"]
+    assert [lenient.refusal(a) for a in ("8.8.8.8", "127.0.0.1", "127.0.0.1")] == [None, "loopback", "loopback"]
+    for n in range(MAX_REMEMBERED + 10):
+        lenient.refusal(str(ipaddress.IPv4Address(0x08000000 + n)))
+    assert len(lenient._refusals) <= MAX_REMEMBERED
 
 
 def test_allowlisted_sink_receives_request(client: OutboundClient) -> None:

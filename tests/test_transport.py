@@ -18,7 +18,7 @@ import pytest
 
 from connectors.base import PermanentError, RetryableError
 from connectors.outbound import OutboundClient, raise_for_status
-from connectors.transport import DECODE_STEP, ContentDecoder
+from connectors.transport import DECODE_STEP, ContentDecoder, request_head
 from tests.sinks import HttpSink, RawTcpServer, Reply
 from tests.smtp_server import SelfSignedCert
 
@@ -398,3 +398,72 @@ def test_a_private_ca_can_be_trusted_besides_the_public_ones(tmp_path: Path, mon
         monkeypatch.setenv("HOOKLINE_OUTBOUND_EXTRA_CA_CERTS", value)
         with pytest.raises(ConfigError, match=f"^HOOKLINE_OUTBOUND_EXTRA_CA_CERTS='.*{value}': {problem}"):
             create_app(instance_path=str(instance))
+
+
+def test_a_malformed_header_line_does_not_hide_the_fields_after_it(client: OutboundClient) -> None:
+    """A line without a colon used to end the header fields for http.client's parser, so the
+    Content-Length after it was lost and the client waited for the server to close a
+    kept-alive connection: every delivery to such a server timed out."""
+    server = KeepAliveServer(lambda n, head: b"HTTP/1.1 200 OK\r\nX-Trace abc\r\nX-Folded: one\r\n  two\r\n"
+                                             b"Content-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+    with server:
+        started = time.monotonic()
+        first = client.request("GET", server.url)
+        second = client.request("GET", server.url)
+    assert time.monotonic() - started < 1.5  # not the 2 s deadline
+    assert first.body == second.body == b"ok" and first.headers["Content-Type"] == "text/plain"
+    assert first.headers["X-Folded"] == "one two"  # obs-fold: joined by a space (RFC 9112 5.2)
+    assert "X-Trace abc" not in first.headers and server.connections == 1
+
+
+def test_a_field_name_with_whitespace_frames_nothing(client: OutboundClient) -> None:
+    """"Content-Length : 100" is not a Content-Length (RFC 9112 5.1): reading 100 bytes would
+    swallow the next answer on the connection."""
+    def behaviour(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length : 100\r\nConnection: close\r\n\r\nshort")
+        conn.close()
+    with RawTcpServer(behaviour) as server:
+        resp = client.request("GET", server.url)
+    assert resp.body == b"short" and "Content-Length" not in resp.headers
+
+
+def test_chunked_framing_overrides_a_content_length_and_the_connection_is_not_kept(client: OutboundClient) -> None:
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    server = KeepAliveServer(lambda n, head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                             b"Content-Length: 3\r\n\r\n" + body)
+    with server:
+        assert client.request("GET", server.url).body == b"hello"
+        assert client.request("GET", server.url).body == b"hello"
+    assert server.connections == 2  # both framings on one answer: a smuggling sign, never reused
+
+
+def test_a_transfer_coding_the_client_cannot_decode_fails_the_exchange(client: OutboundClient) -> None:
+    """http.client took "gzip, chunked" as no chunking at all and handed back the raw chunks."""
+    payload = gzip.compress(b"hello")
+    chunked = f"{len(payload):x}\r\n".encode() + payload + b"\r\n0\r\n\r\n"
+    server = KeepAliveServer(lambda n, head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + chunked)
+    with server, pytest.raises(RetryableError, match="Transfer-Encoding this client cannot decode: 'gzip, chunked'"):
+        client.request("GET", server.url)
+
+
+@pytest.mark.parametrize("method, target, headers, why", [
+    ("GET", "/a b", {}, "URL can't contain control characters"),
+    ("GET", "/a\r\nX-Injected: 1", {}, "URL can't contain control characters"),
+    ("GE\nT", "/", {}, "method can't contain control characters"),
+    ("GET", "/", {"X-A": "1\r\nX-Injected: 1"}, "Invalid header value"),
+    ("GET", "/", {"X-A\r\nX-Injected": "1"}, "Invalid header name"),
+    ("GET", "/", {"Bad:Name": "1"}, "Invalid header name"),
+])
+def test_the_request_head_refuses_what_would_split_it(method: str, target: str, headers: dict[str, str],
+                                                       why: str) -> None:
+    """The outbound client checks headers before they get here; the transport refuses a
+    line break on its own too, as http.client did, so no caller can inject a request."""
+    with pytest.raises(ValueError, match=why):
+        request_head(method, target, headers)
+
+
+def test_the_request_head_is_what_http_client_wrote() -> None:
+    assert request_head("POST", "/p?q=1", {"Host": "h:8", "X-Bytes": b"\xe9", "X-Text": "caf\xe9"}) == (
+        b"POST /p?q=1 HTTP/1.1\r\nHost: h:8\r\nX-Bytes: \xe9\r\nX-Text: caf\xe9\r\n\r\n")
+    with pytest.raises(UnicodeEncodeError):
+        request_head("GET", "/", {"X-Text": "\u2019"})  # not Latin-1: refused, never sent mangled
