@@ -67,6 +67,9 @@ def _body_summary(json: Any, data: Any) -> Any:
 
 # --- responses and errors -----------------------------------------------------------------
 
+_UNPARSED = object()
+
+
 @dataclass
 class OutboundResponse:
     """A fully read response (after redirects). ``request`` is the redacted summary of what
@@ -78,6 +81,7 @@ class OutboundResponse:
     url: str
     elapsed_ms: int
     request: dict[str, Any] = field(default_factory=dict)
+    _parsed: Any = field(default=_UNPARSED, init=False, repr=False, compare=False)
 
     @property
     def content_type(self) -> str:
@@ -99,7 +103,13 @@ class OutboundResponse:
         return jsonlib.loads(self.body)
 
     def parsed_body(self) -> Any:
-        """JSON-decoded body when the server says (and sends) JSON, else the text."""
+        """JSON-decoded body when the server says (and sends) JSON, else the text. Worked out
+        once: a step's output and its history summary both show it."""
+        if self._parsed is _UNPARSED:
+            self._parsed = self._parse()
+        return self._parsed
+
+    def _parse(self) -> Any:
         if self.is_json and self.body.strip():
             try:
                 return self.json()
