@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from . import sqlite_rows
 from .models import Recipe, RecipeStatus, Run, RunStatus
 
 QUEUED = RunStatus.QUEUED.value
@@ -31,9 +32,10 @@ def claim_in(conn: Connection | Session, owner: str, limit: int, now: datetime,
     """The claim inside the caller's transaction (the batch writer's, or a session's)."""
     if limit <= 0:
         return []
-    rows = conn.execute(_CLAIM, {"b_owner": owner, "b_limit": limit, "b_now": now,
-                                 "b_expires": now + timedelta(seconds=lease_seconds)}).scalars().all()
-    return sorted(rows)
+    params = {"b_owner": owner, "b_limit": limit, "b_now": now, "b_expires": now + timedelta(seconds=lease_seconds)}
+    if isinstance(conn, Connection):  # the writer's: on SQLite, through the cursor (sqlite_rows)
+        return sorted(row[0] for row in sqlite_rows.select_all(conn, _CLAIM, params))
+    return sorted(conn.execute(_CLAIM, params).scalars().all())
 
 
 # Built once (the dispatcher claims many times a second; building costs more than running).

@@ -103,7 +103,8 @@ def execute_many(conn: Connection, stmt: Executable, params: Sequence[dict[str, 
 
 
 def select_all(conn: Connection, stmt: Executable, params: dict[str, Any]) -> list[Any]:
-    """Every row of the SELECT ``stmt``, each read by name or position as Core's rows are."""
+    """Every row of the SELECT ``stmt``, each read by name or position as Core's rows are (or
+    of an UPDATE's RETURNING, each read by position)."""
     prepared = _prepared(conn, stmt, tuple(params))
     if prepared is None:
         return list(conn.execute(stmt, params).all())

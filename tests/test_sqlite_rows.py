@@ -151,6 +151,35 @@ def test_a_run_update_through_the_cursor_changes_what_core_changes_and_counts_it
         "SELECT id, status FROM runs ORDER BY id")] == [(20, "succeeded"), (21, "running"), (22, "queued")]
 
 
+def test_a_claim_through_the_cursor_leases_what_core_leases(tmp_path):
+    """The dispatcher's claim (UPDATE ... RETURNING): the same runs, oldest due first, within
+    the limit, with the same lease, attempt and start time stored."""
+    from datetime import timedelta
+
+    from automations.queue import _CLAIM, claim_in
+    from sqlalchemy.orm import Session
+
+    claimed = {}
+    for name in ("core", "cursor"):
+        engine = fresh(tmp_path / f"{name}.db")
+        with engine.begin() as conn:
+            insert_rows(conn, Event.__table__, event_rows())
+            insert_rows(conn, Run.__table__, run_rows())
+            conn.exec_driver_sql("UPDATE runs SET next_attempt_at = '2026-11-29 03:00:00.000000' WHERE id = 21")
+            conn.exec_driver_sql("UPDATE runs SET next_attempt_at = '2026-12-01 00:00:00.000000' WHERE id = 22")
+        later = WHEN + timedelta(seconds=1)
+        if name == "core":  # a session's claim goes through Core
+            with Session(engine) as session:
+                claimed[name] = claim_in(session, "me", 1, later, 300), claim_in(session, "me", 5, later, 300)
+                session.commit()
+        else:
+            assert prepare(_CLAIM, ("b_owner", "b_limit", "b_now", "b_expires"), engine.dialect) is not None
+            with engine.begin() as conn:
+                claimed[name] = claim_in(conn, "me", 1, later, 300), claim_in(conn, "me", 5, later, 300)
+    assert claimed == {"core": ([21], [20]), "cursor": ([21], [20])}  # 22 is not due yet
+    assert stored(tmp_path / "cursor.db", "runs") == stored(tmp_path / "core.db", "runs")
+
+
 def test_a_select_through_the_cursor_reads_rows_by_name_and_position(tmp_path):
     from automations.inbound import _LAST_IDS, _RECIPE_STATE_BY_ID
     from automations.sqlite_rows import select_all
