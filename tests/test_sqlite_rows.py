@@ -156,8 +156,9 @@ def test_a_claim_through_the_cursor_leases_what_core_leases(tmp_path):
     the limit, with the same lease, attempt and start time stored."""
     from datetime import timedelta
 
-    from automations.queue import _CLAIM, claim_in
     from sqlalchemy.orm import Session
+
+    from automations.queue import _CLAIM, claim_in
 
     claimed = {}
     for name in ("core", "cursor"):
