@@ -1,8 +1,9 @@
-"""Kept-alive HTTP/1.1 connections to checked addresses. The request head is written here
-and the answer's head read here; the body is read by the standard library's
-``http.client.HTTPResponse`` (chunked, Content-Length, to the end). The outbound client (``outbound.py``) encodes requests, checks every
-destination and follows redirects itself; this module only sends one request to one
-address and streams the answer back.
+"""Kept-alive HTTP/1.1 connections to checked addresses. The request head is written and
+the answer's head read here; the body is read by the standard library's
+``http.client.HTTPResponse`` (chunked, Content-Length, or to the end of the connection). The
+outbound client (``outbound.py``) encodes requests, checks every destination and follows
+redirects itself; this module only sends one request to one address and streams the answer
+back.
 
 Why not urllib3's pool, which it replaced: its layers over ``http.client`` (the pool
 manager, ``urlopen``'s retry and timeout objects, its response wrapper) cost CPU for features
@@ -125,7 +126,14 @@ def request_head(method: str, target: str, headers: dict[str, str]) -> bytes:
         raw_name = name.encode("ascii")
         if not _LEGAL_HEADER_NAME(raw_name):
             raise ValueError(f"Invalid header name {raw_name!r}")
-        raw_value = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+        if isinstance(value, str):
+            raw_value = value.encode("latin-1")
+        elif isinstance(value, (bytes, bytearray)):
+            raw_value = bytes(value)
+        elif isinstance(value, int):  # as http.client: a number is sent as its digits
+            raw_value = str(value).encode("ascii")
+        else:
+            raise TypeError(f"a header value of type {type(value).__name__} is not text")
         if _ILLEGAL_HEADER_VALUE(raw_value):
             raise ValueError(f"Invalid header value {raw_value!r}")
         lines.append(raw_name + b": " + raw_value + b"\r\n")

@@ -465,5 +465,8 @@ def test_the_request_head_refuses_what_would_split_it(method: str, target: str, 
 def test_the_request_head_is_what_http_client_wrote() -> None:
     assert request_head("POST", "/p?q=1", {"Host": "h:8", "X-Bytes": b"\xe9", "X-Text": "caf\xe9"}) == (
         b"POST /p?q=1 HTTP/1.1\r\nHost: h:8\r\nX-Bytes: \xe9\r\nX-Text: caf\xe9\r\n\r\n")
+    assert request_head("GET", "/", {"Content-Length": 12}).endswith(b"Content-Length: 12\r\n\r\n")
     with pytest.raises(UnicodeEncodeError):
         request_head("GET", "/", {"X-Text": "\u2019"})  # not Latin-1: refused, never sent mangled
+    with pytest.raises(TypeError, match="float is not text"):
+        request_head("GET", "/", {"X-N": 1.5})
