@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection as DBConnection
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Engine, bindparam, select, update
 
 from connectors.base import ActionContext, ActionResult, PermanentError, RetryableError
 from connectors.registry import ACTIONS
@@ -33,7 +33,7 @@ from .models import Connection, Event, Run, RunStatus, StepRun
 from .redact import redact_values
 from .retry import RetryPolicy, next_attempt_at
 from .secrets import SecretsError
-from .sqlite_rows import execute_many, insert_rows
+from .sqlite_rows import execute_many, insert_rows, read_each
 from .templating import TemplateError, build_context, render_value
 
 log = logging.getLogger("hookline.runner")
@@ -66,10 +66,17 @@ def load_claimed(conn: DBConnection, ids: list[int]) -> dict[int, Any]:
     return {row.id: row for row in conn.execute(_LOAD_CLAIMED, {"ids": ids})} if ids else {}
 
 
+def read_claimed(engine: Engine, ids: list[int]) -> dict[int, Any]:
+    """:func:`load_claimed` after the claim, by a claimer whose claim ran elsewhere (a runner
+    child's, in the web process's writer): each run with its event in one statement, on
+    SQLite through the cursor outside a transaction (``sqlite_rows.read_each``)."""
+    return {row.id: row for row in read_each(engine, _LOAD, [{"b_id": i} for i in ids])}
+
+
 def _namespaces(row: Any) -> tuple[SimpleNamespace, SimpleNamespace]:
-    m = row._mapping  # plain namespaces: ORM instances cost more than the query
-    return (SimpleNamespace(**{c.key: m[c.key] for c in _RUN_COLS}),
-            SimpleNamespace(**{c.key: m[c.key] for c in _EVENT_COLS}))
+    # plain namespaces: ORM instances cost more than the query; a Core row or a named tuple
+    return (SimpleNamespace(**{c.key: getattr(row, c.key) for c in _RUN_COLS}),
+            SimpleNamespace(**{c.key: getattr(row, c.key) for c in _EVENT_COLS}))
 
 
 def _connection_ids(definition: dict[str, Any] | None) -> set[int]:

@@ -31,7 +31,7 @@ from sqlalchemy import Connection
 
 from . import queue, retention
 from .core import Core
-from .executor import LeaseLost, execute, load_claimed
+from .executor import LeaseLost, execute, load_claimed, read_claimed
 from .writer import STARTED_GRACE, Abandoned
 
 log = logging.getLogger("hookline.runner")
@@ -229,8 +229,7 @@ class Runner:
                 self._release_orphans()  # it began, and may have leased runs we never heard of
                 raise
             if remote and ids:  # spare the web process, whose writer every write waits on, the read
-                with self.core.read_engine.connect() as conn:
-                    rows = load_claimed(conn, ids)
+                rows = read_claimed(self.core.read_engine, ids)
             for rid in ids:
                 with self._lock:
                     self._inflight[rid] = self._pool.submit(self._run, rid, rows.get(rid))

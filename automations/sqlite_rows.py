@@ -14,8 +14,9 @@ dialect and these parameter names; every value goes through its bind's own type 
 (JSON encoding, dates as SQLite stores them), so what reaches SQLite is what Core would send
 (``tests/test_sqlite_rows.py`` compares the rows byte for byte). What this path cannot do as
 Core would is left to Core: a column default computed in Python, an expanding ``IN``, a
-bind whose value is computed at each execution, a result column whose type converts the value
-it reads. Other databases always go through Core.
+bind whose value is computed at each execution. A result column whose type converts what it
+reads (JSON, dates) goes through that type's own result processor, as Core's rows do. Other
+databases always go through Core.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Executable, Table, insert
+from sqlalchemy import Connection, Engine, Executable, Table, insert
 from sqlalchemy.engine import Dialect
 
 Processor = Callable[[Any], Any] | None
@@ -42,12 +43,24 @@ class Prepared:
     names: tuple[str, ...]
     processors: tuple[Processor, ...]
     fixed: tuple[Any, ...]
-    row: Callable[..., Any] | None  # a SELECT's row: a named tuple, as Core's rows read
+    row: type | None  # a SELECT's row: a named tuple class, as Core's rows read
+    results: tuple[Processor, ...] = ()  # a SELECT's result processors, by column (JSON, dates)
 
     def parameters(self, params: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(
             (params[name] if p is None else p(params[name])) if value is _GIVEN else value
             for name, p, value in zip(self.names, self.processors, self.fixed, strict=True))
+
+    def rows(self, fetched: list[tuple]) -> list[Any]:
+        """Rows as the cursor returned them, each value through its column's result
+        processor, as named tuples (an UPDATE's RETURNING: as they came)."""
+        if self.row is None:
+            return fetched
+        make, results = self.row._make, self.results  # type: ignore[attr-defined]
+        if not any(results):
+            return [make(r) for r in fetched]
+        return [make(v if p is None or v is None else p(v) for p, v in zip(results, r, strict=True))
+                for r in fetched]
 
 
 @lru_cache(maxsize=128)
@@ -69,13 +82,12 @@ def prepare(stmt: Executable, keys: tuple[str, ...], dialect: Dialect) -> Prepar
         else:
             processors.append(None)
             fixed.append(bind.effective_value if process is None else process(bind.effective_value))
-    row = None
+    row, results = None, ()
     if hasattr(stmt, "selected_columns"):
         columns = stmt.selected_columns
-        if any(c.type.dialect_impl(dialect).result_processor(dialect, None) is not None for c in columns):
-            return None
-        row = namedtuple("Row", columns.keys(), rename=True)._make  # type: ignore[misc]
-    return Prepared(compiled.string, names, tuple(processors), tuple(fixed), row)
+        results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+        row = namedtuple("Row", columns.keys(), rename=True)  # type: ignore[misc]
+    return Prepared(compiled.string, names, tuple(processors), tuple(fixed), row, results)
 
 
 def _prepared(conn: Connection, stmt: Executable, keys: tuple[str, ...]) -> Prepared | None:
@@ -113,7 +125,32 @@ def select_all(conn: Connection, stmt: Executable, params: dict[str, Any]) -> li
         rows = cursor.execute(prepared.sql, prepared.parameters(params)).fetchall()
     finally:
         cursor.close()
-    return rows if prepared.row is None else [prepared.row(r) for r in rows]
+    return prepared.rows(rows)
+
+
+def read_each(engine: Engine, stmt: Executable, params: Sequence[dict[str, Any]]) -> list[Any]:
+    """The rows of the SELECT ``stmt`` for each parameter set in turn, read as
+    :func:`select_all` reads them. On SQLite, outside any transaction, on a pooled connection
+    of the driver's own: each statement reads one snapshot of the database, and nothing
+    else is needed to read one (Core's transaction and the read-only guard of
+    ``db.for_reading`` cost several times the statement). For a caller whose rows need not
+    be read together, one statement at a time."""
+    if not params:
+        return []
+    prepared = prepare(stmt, tuple(params[0]), engine.dialect) if engine.dialect.name == "sqlite" else None
+    if prepared is None:
+        with engine.connect() as conn:
+            return [row for p in params for row in conn.execute(stmt, p).all()]
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            fetched = [row for p in params for row in cursor.execute(prepared.sql, prepared.parameters(p)).fetchall()]
+        finally:
+            cursor.close()
+    finally:
+        raw.close()  # back to the pool
+    return prepared.rows(fetched)
 
 
 @lru_cache(maxsize=32)

@@ -204,3 +204,23 @@ def test_webhooks_are_stored_after_the_writers_connection_was_killed(pg_app):
     with pg_app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Run).where(Run.recipe_id == rid)) == 2
         assert db.session.get(Run, run_id).status == "queued"
+
+
+def test_claimed_runs_are_read_through_core_on_postgres(pg_app):
+    """read_claimed (the runner child's read of what it claimed) takes Core's path here, with
+    Core's rows: decoded JSON and dates, and nothing for an id that is not there."""
+    from automations.executor import read_claimed
+
+    core = pg_app.extensions["hookline"]
+    with pg_app.app_context():
+        recipe = recipes.create(db.session, "pg-read", {})
+        rid, token = recipe.id, recipe.token
+        db.session.commit()
+    req = InboundRequest("POST", "application/json", b'{"n": 5}', {"content-type": "application/json", "X-N": "1"},
+                         {"q": ["a"]})
+    run_id = accept(core.writer, core.definitions, rid, token, req, core.clock).run_id
+    rows = read_claimed(core.read_engine, [run_id, run_id + 1000])
+    assert list(rows) == [run_id]
+    row = rows[run_id]
+    assert row.body == {"n": 5} and row.headers["X-N"] == "1" and row.query == {"q": ["a"]}
+    assert row.received_at is not None and row.status == "queued"

@@ -197,7 +197,7 @@ def test_a_select_through_the_cursor_reads_rows_by_name_and_position(tmp_path):
 
 
 def test_what_the_cursor_cannot_run_as_core_does_goes_through_core(tmp_path):
-    """An expanding IN, a result type that converts what it reads, a missing parameter."""
+    """An expanding IN, a missing parameter."""
     from sqlalchemy import bindparam, select
     from sqlalchemy.exc import StatementError
 
@@ -210,12 +210,37 @@ def test_what_the_cursor_cannot_run_as_core_does_goes_through_core(tmp_path):
         assert prepare(_RECIPE_STATES, ("ids",), engine.dialect) is None
         assert [r.id for r in select_all(conn, _RECIPE_STATES, {"ids": [1, 2]})] == [1]
         converted = select(Event.headers, Event.received_at).where(Event.id == bindparam("b_id"))
-        assert prepare(converted, ("b_id",), engine.dialect) is None
-        [row] = select_all(conn, converted, {"b_id": 11})
-        assert row.headers["X-N"] == "1" and row.received_at == WHEN  # decoded JSON, a datetime
         assert prepare(converted, (), engine.dialect) is None
         with pytest.raises(StatementError, match="b_id"):
             select_all(conn, converted, {})
+
+
+def test_columns_that_convert_what_they_read_read_as_core_reads_them(tmp_path):
+    """JSON (objects, a number, text, null), dates, a NULL date: through each column's own
+    result processor, inside the writer's transaction (select_all) and outside any
+    (read_each, the runner child's read of the runs it claimed)."""
+    from automations.executor import _LOAD, read_claimed
+    from automations.sqlite_rows import read_each, select_all
+
+    engine = fresh(tmp_path / "r.db")
+    with engine.begin() as conn:
+        insert_rows(conn, Event.__table__, event_rows())
+        insert_rows(conn, Run.__table__, run_rows())
+        conn.exec_driver_sql("UPDATE runs SET outputs = '{\"s\": {\"n\": 1.5, \"at\": \"x\"}}' WHERE id = 20")
+        conn.exec_driver_sql("UPDATE runs SET outputs = '7' WHERE id = 21")
+    assert prepare(_LOAD, ("b_id",), engine.dialect) is not None  # the cursor path is taken
+    with engine.connect() as conn:
+        by_core = [conn.execute(_LOAD, {"b_id": i}).one() for i in (20, 21, 22)]
+    with engine.begin() as conn:
+        in_transaction = [row for i in (20, 21, 22) for row in select_all(conn, _LOAD, {"b_id": i})]
+    outside = read_each(engine, _LOAD, [{"b_id": 20}, {"b_id": 21}, {"b_id": 22}, {"b_id": 99}])
+    assert [tuple(r) for r in in_transaction] == [tuple(r) for r in outside] == [tuple(r) for r in by_core]
+    first = outside[0]
+    assert first.outputs == {"s": {"n": 1.5, "at": "x"}} and outside[1].outputs == 7
+    assert first.headers["X-N"] == "0" and first.body == {"é": [1, 2.5, None, True], "n": {"deep": "ünï"}}
+    assert first.received_at == WHEN and first.started_at is None
+    assert read_claimed(engine, [22, 20]).keys() == {22, 20} and read_claimed(engine, [99]) == {}
+    assert read_each(engine, _LOAD, []) == []
 
 
 def test_a_value_computed_at_each_execution_is_left_to_core(tmp_path):
