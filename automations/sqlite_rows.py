@@ -1,4 +1,5 @@
-"""The writer's hottest statements on SQLite, run through the driver's cursor.
+"""The hottest statements on SQLite, run through the driver's cursor: the writer's, and the
+runner child's read of the runs it claimed (:func:`read_each`).
 
 Every webhook and every step result is written by the group-commit writer, the busiest
 thread of the web process, and on SQLite that thread shares one CPU with the request
@@ -6,8 +7,8 @@ threads (``CPU_AFFINITY``), so its CPU is what the acknowledgements queue behind
 more CPU on each statement (execution context, parameter compilation, events, result set-up)
 than SQLite spends running it. With the events, runs and step records inserted here, the
 writer's CPU fell from 47 to 40–42 µs per webhook and from 147–150 to 130–137 µs per delivered
-run; the run updates and the recipe lookups followed (``bench/README.md``, twelfth and
-thirteenth sessions).
+run; the run updates and the recipe lookups followed, then the claim and its read
+(``bench/README.md``, twelfth to fourteenth sessions).
 
 A statement is the Core statement the caller built, compiled once by SQLAlchemy for this
 dialect and these parameter names; every value goes through its bind's own type processor
