@@ -158,16 +158,28 @@ def render(source: str, context: dict, *, max_output: int | None = None, max_wor
 
 def render_value(value: Any, context: dict, *, max_output: int | None = None,
                  max_work: int | None = None) -> Any:
-    """Render a whole action-input structure: strings are templates, dicts/lists are walked, rest kept."""
-    with _limits(max_output, max_work):
-        if isinstance(value, str):
-            return render(value, context)
-        if isinstance(value, dict):
-            return {(str(render(k, context)) if isinstance(k, str) and _SYNTAX.search(k) else k):
-                    render_value(v, context) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [render_value(item, context) for item in value]
+    """Render a whole action-input structure: strings are templates, dicts/lists are walked, rest kept.
+    One budget for the whole structure."""
+    if isinstance(value, str):
+        return render(value, context, max_output=max_output, max_work=max_work)
+    if not isinstance(value, (dict, list, tuple)):
         return value
+    if not value:  # a new empty one, as a walk would make
+        return {} if isinstance(value, dict) else []
+    with _limits(max_output, max_work):
+        return _walk(value, context)
+
+
+def _walk(value: Any, context: dict) -> Any:
+    """:func:`render_value` inside its budget (entered once, not at every level)."""
+    if isinstance(value, str):
+        return render(value, context)
+    if isinstance(value, dict):
+        return {(str(render(k, context)) if isinstance(k, str) and _SYNTAX.search(k) else k):
+                _walk(v, context) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_walk(item, context) for item in value]
+    return value
 
 
 def validate_template(source: str) -> str | None:
