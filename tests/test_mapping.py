@@ -195,3 +195,23 @@ def test_sample_paths_round_trip_through_the_parser(key):
 def test_simple_keys_use_dot_notation():
     paths = [e["path"] for e in sample_paths({"content-type": 1, "email": 2})]
     assert paths == ["$", "$['content-type']", "$.email"]
+
+
+@pytest.mark.parametrize("path", ["$", "$.a", "$.a.b", "$['a b']", "$['a b'].c", "$.n", "$.missing.b", "$.list.b",
+                                  "$.text.b", "$.a.none", "$.a.zero", "$.a.empty"])
+@pytest.mark.parametrize("document", [
+    {"a": {"b": 1, "none": None, "zero": 0, "empty": ""}, "a b": {"c": [1, 2]}, "n": None, "list": [{"b": 1}],
+     "text": "b"},
+    [{"a": 1}], "plain text", None, {"a": []}, {},
+])
+def test_paths_naming_only_members_find_what_jsonpath_ng_finds(path: str, document) -> None:
+    """Such paths are looked up directly (mapping._plain_keys): a member is found only in an
+    object (not in a list or a string), and a member whose value is null is a match."""
+    from jsonpath_ng.ext import parse
+
+    from automations.mapping import _plain_keys
+
+    assert _plain_keys(path) is not None
+    expected = [m.value for m in parse(path).find(document)]
+    got = extract([{"name": "f", "path": path, "default": "dflt"}], document)["f"]
+    assert got == (expected[0] if len(expected) == 1 else "dflt" if not expected else expected)
