@@ -73,6 +73,17 @@ def fresh(path):
     return engine
 
 
+def with_runs(path, *statements: str):
+    """A fresh database holding :func:`event_rows` and :func:`run_rows`, then ``statements``."""
+    engine = fresh(path)
+    with engine.begin() as conn:
+        insert_rows(conn, Event.__table__, event_rows())
+        insert_rows(conn, Run.__table__, run_rows())
+        for sql in statements:
+            conn.exec_driver_sql(sql)
+    return engine
+
+
 @pytest.mark.parametrize("table, rows", [
     (Event.__table__, event_rows), (Run.__table__, run_rows), (StepRun.__table__, step_rows)])
 def test_a_row_inserted_through_the_cursor_is_the_row_core_inserts(tmp_path, table: Table, rows):
@@ -133,12 +144,9 @@ def test_a_run_update_through_the_cursor_changes_what_core_changes_and_counts_it
 
     counts = {}
     for name in ("core", "cursor"):
-        engine = fresh(tmp_path / f"{name}.db")
+        engine = with_runs(tmp_path / f"{name}.db", "UPDATE runs SET status = 'running', lease_owner = 'me', attempt = 1",
+                           "UPDATE runs SET status = 'queued' WHERE id = 22")  # not running: untouched
         with engine.begin() as conn:
-            insert_rows(conn, Event.__table__, event_rows())
-            insert_rows(conn, Run.__table__, run_rows())
-            conn.exec_driver_sql("UPDATE runs SET status = 'running', lease_owner = 'me', attempt = 1")
-            conn.exec_driver_sql("UPDATE runs SET status = 'queued' WHERE id = 22")  # not running: untouched
             batch = [params(20, "me"), params(21, "someone else"), params(22, "me")]
             if name == "core":
                 assert prepare(_FENCED_UPDATE, tuple(batch[0]), engine.dialect) is not None
@@ -162,12 +170,9 @@ def test_a_claim_through_the_cursor_leases_what_core_leases(tmp_path):
 
     claimed = {}
     for name in ("core", "cursor"):
-        engine = fresh(tmp_path / f"{name}.db")
-        with engine.begin() as conn:
-            insert_rows(conn, Event.__table__, event_rows())
-            insert_rows(conn, Run.__table__, run_rows())
-            conn.exec_driver_sql("UPDATE runs SET next_attempt_at = '2026-11-29 03:00:00.000000' WHERE id = 21")
-            conn.exec_driver_sql("UPDATE runs SET next_attempt_at = '2026-12-01 00:00:00.000000' WHERE id = 22")
+        engine = with_runs(tmp_path / f"{name}.db",
+                           "UPDATE runs SET next_attempt_at = '2026-11-29 03:00:00.000000' WHERE id = 21",
+                           "UPDATE runs SET next_attempt_at = '2026-12-01 00:00:00.000000' WHERE id = 22")
         later = WHEN + timedelta(seconds=1)
         if name == "core":  # a session's claim goes through Core
             with Session(engine) as session:
@@ -222,12 +227,8 @@ def test_columns_that_convert_what_they_read_read_as_core_reads_them(tmp_path):
     from automations.executor import _LOAD, read_claimed
     from automations.sqlite_rows import read_each, select_all
 
-    engine = fresh(tmp_path / "r.db")
-    with engine.begin() as conn:
-        insert_rows(conn, Event.__table__, event_rows())
-        insert_rows(conn, Run.__table__, run_rows())
-        conn.exec_driver_sql("UPDATE runs SET outputs = '{\"s\": {\"n\": 1.5, \"at\": \"x\"}}' WHERE id = 20")
-        conn.exec_driver_sql("UPDATE runs SET outputs = '7' WHERE id = 21")
+    engine = with_runs(tmp_path / "r.db", "UPDATE runs SET outputs = '{\"s\": {\"n\": 1.5, \"at\": \"x\"}}' WHERE id = 20",
+                       "UPDATE runs SET outputs = '7' WHERE id = 21")
     assert prepare(_LOAD, ("b_id",), engine.dialect) is not None  # the cursor path is taken
     with engine.connect() as conn:
         by_core = [conn.execute(_LOAD, {"b_id": i}).one() for i in (20, 21, 22)]
