@@ -308,19 +308,23 @@ class _Response(http.client.HTTPResponse):
         for name, value in fields:
             self.msg.set_raw(name, value)
 
-        codings = [c.lower() for c in _values(fields, "transfer-encoding") if c.lower() not in ("", "identity")]
-        if codings and codings != ["chunked"]:
-            raise http.client.HTTPException(f"a Transfer-Encoding this client cannot decode: {', '.join(codings)[:60]!r}")
-        self.chunked = bool(codings)
         self.chunk_left = None
-        lengths = _values(fields, "content-length")
-        if lengths and (len(set(lengths)) > 1 or not (lengths[0].isascii() and lengths[0].isdigit()
-                                                     and len(lengths[0]) <= 18)):
-            raise http.client.HTTPException(f"invalid Content-Length {', '.join(lengths)[:60]!r}")
-        self.declared_length = int(lengths[0]) if lengths and not self.chunked else None
-        self.length = self.declared_length
         if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":  # type: ignore[attr-defined]
-            self.length = 0
+            # No body, whatever the fields say: a HEAD's Content-Length or Transfer-Encoding
+            # describes the GET's body, which is not coming (nor is its size a reason to refuse).
+            self.chunked, self.length, self.declared_length, lengths = False, 0, None, []
+        else:
+            codings = [c.lower() for c in _values(fields, "transfer-encoding") if c.lower() not in ("", "identity")]
+            if codings and codings != ["chunked"]:
+                raise http.client.HTTPException(
+                    f"a Transfer-Encoding this client cannot decode: {', '.join(codings)[:60]!r}")
+            self.chunked = bool(codings)
+            lengths = _values(fields, "content-length")
+            if lengths and (len(set(lengths)) > 1 or not (lengths[0].isascii() and lengths[0].isdigit()
+                                                         and len(lengths[0]) <= 18)):
+                raise http.client.HTTPException(f"invalid Content-Length {', '.join(lengths)[:60]!r}")
+            self.declared_length = int(lengths[0]) if lengths and not self.chunked else None
+            self.length = self.declared_length
 
         connection = [c.lower() for c in _values(fields, "connection")]
         if self.version == 11:

@@ -132,6 +132,27 @@ def test_head_answers_carry_no_body_and_keep_the_connection(client: OutboundClie
         assert server.connections == 1
 
 
+def test_the_fields_of_an_answer_without_a_body_frame_nothing(client: OutboundClient) -> None:
+    """A HEAD's Content-Length is the size of the GET's body: a large one is no reason to refuse
+    the answer as too large (it was, before). Nor does a 204's or a HEAD's Transfer-Encoding
+    promise chunks."""
+    small = OutboundClient(allowlist=LOCAL, timeout=2, max_response_bytes=1000)
+
+    def answer(n: int, head: bytes) -> bytes:
+        if head.startswith(b"HEAD"):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        if b"/empty" in head.split(b"\r\n", 1)[0]:
+            return b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"
+        return ok()
+    with KeepAliveServer(answer) as server:
+        head = small.request("HEAD", server.url)
+        assert head.status == 200 and head.body == b"" and head.headers["Content-Length"] == "10485760"
+        empty = small.request("DELETE", server.url + "empty")
+        assert empty.status == 204 and empty.body == b""
+        assert small.request("GET", server.url).text == "ok"
+    assert server.connections == 1
+
+
 def test_a_kept_connection_the_server_closed_meanwhile_is_not_used(client: OutboundClient) -> None:
     """Receivers close idle keep-alive connections (Node.js after 5 s, nginx after 75 s).
     The next delivery must go out on a new connection, not fail on the dead one."""
