@@ -386,14 +386,14 @@ class Accepted:
     duplicate: bool = False
 
 
-def store(conn: Connection, unit: StoreUnit, recipe: Any) -> Accepted:
+def store(conn: Connection, unit: StoreUnit, recipe: Any, spec: dedupe.DedupeSpec | None) -> Accepted:
     """Insert one event and its run (held when the recipe is paused) in the caller's
     transaction. ``recipe``: its recipe's state (status, version), read in that same
     transaction by :func:`store_many`, which checked the URL's token, so a pause, a rotated URL
-    or a deletion committed before this event is always honoured. A repeat of a delivery the
-    recipe de-duplicates returns the first run, storing nothing. A ``rejected`` request (failed
-    verification) is stored with a final, never-run run that carries the reason."""
-    spec = _dedupe_spec(conn, unit, recipe)
+    or a deletion committed before this event is always honoured; ``spec``: its
+    de-duplication, as store_many found it. A repeat of a delivery the recipe de-duplicates
+    returns the first run, storing nothing. A ``rejected`` request (failed verification) is
+    stored with a final, never-run run that carries the reason."""
     key = spec.key_for(unit.raw_headers, unit.values["body"]) if spec and unit.rejected is None else None
     if key is not None:
         first = dedupe.first_run(conn, unit.recipe_id, key, unit.now)
@@ -457,8 +457,9 @@ def store_many(conn: Connection, units: list[StoreUnit]) -> list[Accepted]:
         row = states.get(u.recipe_id)
         if row is None or row.token != u.token:
             raise RecipeGone(u.recipe_id)
-    if any(u.rejected is not None or _dedupe_spec(conn, u, states[u.recipe_id]) is not None for u in units):
-        return [store(conn, u, states[u.recipe_id]) for u in units]
+    specs = [_dedupe_spec(conn, u, states[u.recipe_id]) for u in units]
+    if any(u.rejected is not None or spec is not None for u, spec in zip(units, specs, strict=True)):
+        return [store(conn, u, states[u.recipe_id], spec) for u, spec in zip(units, specs, strict=True)]
     if conn.dialect.name == "sqlite":
         return _insert_numbered(conn, units, states)
     event_ids = conn.execute(_INSERT_EVENTS, [u.values for u in units]).scalars().all()
