@@ -22,20 +22,18 @@ RUNNING = RunStatus.RUNNING.value
 
 def claim(session: Session, owner: str, limit: int, now: datetime, lease_seconds: float) -> list[int]:
     """Lease up to ``limit`` due runs to ``owner``; returns their ids, oldest due first. Commits."""
-    ids = claim_in(session, owner, limit, now, lease_seconds)
+    ids = claim_in(session.connection(), owner, limit, now, lease_seconds)
     session.commit()
     return ids
 
 
-def claim_in(conn: Connection | Session, owner: str, limit: int, now: datetime,
-             lease_seconds: float) -> list[int]:
-    """The claim inside the caller's transaction (the batch writer's, or a session's)."""
+def claim_in(conn: Connection, owner: str, limit: int, now: datetime, lease_seconds: float) -> list[int]:
+    """The claim inside the caller's transaction (the batch writer's, or a session's
+    connection); on SQLite through the cursor (sqlite_rows)."""
     if limit <= 0:
         return []
     params = {"b_owner": owner, "b_limit": limit, "b_now": now, "b_expires": now + timedelta(seconds=lease_seconds)}
-    if isinstance(conn, Connection):  # the writer's: on SQLite, through the cursor (sqlite_rows)
-        return sorted(row[0] for row in sqlite_rows.select_all(conn, _CLAIM, params))
-    return sorted(conn.execute(_CLAIM, params).scalars().all())
+    return sorted(row[0] for row in sqlite_rows.select_all(conn, _CLAIM, params))
 
 
 # Built once (the dispatcher claims many times a second; building costs more than running).

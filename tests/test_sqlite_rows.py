@@ -161,26 +161,27 @@ def test_a_run_update_through_the_cursor_changes_what_core_changes_and_counts_it
 
 def test_a_claim_through_the_cursor_leases_what_core_leases(tmp_path):
     """The dispatcher's claim (UPDATE ... RETURNING): the same runs, oldest due first, within
-    the limit, with the same lease, attempt and start time stored."""
+    the limit, with the same lease, attempt and start time stored as Core's own execution."""
     from datetime import timedelta
 
-    from sqlalchemy.orm import Session
-
     from automations.queue import _CLAIM, claim_in
+
+    later = WHEN + timedelta(seconds=1)
+
+    def by_core(conn, limit: int) -> list[int]:
+        return sorted(conn.execute(_CLAIM, {"b_owner": "me", "b_limit": limit, "b_now": later,
+                                            "b_expires": later + timedelta(seconds=300)}).scalars())
 
     claimed = {}
     for name in ("core", "cursor"):
         engine = with_runs(tmp_path / f"{name}.db",
                            "UPDATE runs SET next_attempt_at = '2026-11-29 03:00:00.000000' WHERE id = 21",
                            "UPDATE runs SET next_attempt_at = '2026-12-01 00:00:00.000000' WHERE id = 22")
-        later = WHEN + timedelta(seconds=1)
-        if name == "core":  # a session's claim goes through Core
-            with Session(engine) as session:
-                claimed[name] = claim_in(session, "me", 1, later, 300), claim_in(session, "me", 5, later, 300)
-                session.commit()
-        else:
-            assert prepare(_CLAIM, ("b_owner", "b_limit", "b_now", "b_expires"), engine.dialect) is not None
-            with engine.begin() as conn:
+        with engine.begin() as conn:
+            if name == "core":
+                claimed[name] = by_core(conn, 1), by_core(conn, 5)
+            else:
+                assert prepare(_CLAIM, ("b_owner", "b_limit", "b_now", "b_expires"), engine.dialect) is not None
                 claimed[name] = claim_in(conn, "me", 1, later, 300), claim_in(conn, "me", 5, later, 300)
     assert claimed == {"core": ([21], [20]), "cursor": ([21], [20])}  # 22 is not due yet
     assert stored(tmp_path / "cursor.db", "runs") == stored(tmp_path / "core.db", "runs")
