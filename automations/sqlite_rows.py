@@ -91,12 +91,21 @@ def prepare(stmt: Executable, keys: tuple[str, ...], dialect: Dialect) -> Prepar
     return Prepared(compiled.string, names, tuple(processors), tuple(fixed), row, results)
 
 
-def _prepared(conn: Connection, stmt: Executable, keys: tuple[str, ...]) -> Prepared | None:
-    return prepare(stmt, keys, conn.dialect) if conn.dialect.name == "sqlite" else None
+def _prepared(dialect: Dialect, stmt: Executable, keys: tuple[str, ...]) -> Prepared | None:
+    return prepare(stmt, keys, dialect) if dialect.name == "sqlite" else None
 
 
 def _cursor(conn: Connection) -> Any:
     return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def _fetch(cursor: Any, prepared: Prepared, params: Sequence[dict[str, Any]]) -> list[Any]:
+    """The rows of ``prepared`` for each parameter set in turn, then the cursor closed."""
+    try:
+        fetched = [row for p in params for row in cursor.execute(prepared.sql, prepared.parameters(p)).fetchall()]
+    finally:
+        cursor.close()
+    return prepared.rows(fetched)
 
 
 def execute_many(conn: Connection, stmt: Executable, params: Sequence[dict[str, Any]]) -> int:
@@ -104,7 +113,7 @@ def execute_many(conn: Connection, stmt: Executable, params: Sequence[dict[str, 
     ``conn``'s transaction; the number of rows it changed in all."""
     if not params:
         return 0
-    prepared = _prepared(conn, stmt, tuple(params[0]))
+    prepared = _prepared(conn.dialect, stmt, tuple(params[0]))
     if prepared is None:
         return conn.execute(stmt, list(params)).rowcount
     cursor = _cursor(conn)
@@ -118,15 +127,10 @@ def execute_many(conn: Connection, stmt: Executable, params: Sequence[dict[str, 
 def select_all(conn: Connection, stmt: Executable, params: dict[str, Any]) -> list[Any]:
     """Every row of the SELECT ``stmt``, each read by name or position as Core's rows are (or
     of an UPDATE's RETURNING, each read by position)."""
-    prepared = _prepared(conn, stmt, tuple(params))
+    prepared = _prepared(conn.dialect, stmt, tuple(params))
     if prepared is None:
         return list(conn.execute(stmt, params).all())
-    cursor = _cursor(conn)
-    try:
-        rows = cursor.execute(prepared.sql, prepared.parameters(params)).fetchall()
-    finally:
-        cursor.close()
-    return prepared.rows(rows)
+    return _fetch(_cursor(conn), prepared, [params])
 
 
 def read_each(engine: Engine, stmt: Executable, params: Sequence[dict[str, Any]]) -> list[Any]:
@@ -138,20 +142,15 @@ def read_each(engine: Engine, stmt: Executable, params: Sequence[dict[str, Any]]
     be read together, one statement at a time."""
     if not params:
         return []
-    prepared = prepare(stmt, tuple(params[0]), engine.dialect) if engine.dialect.name == "sqlite" else None
+    prepared = _prepared(engine.dialect, stmt, tuple(params[0]))
     if prepared is None:
         with engine.connect() as conn:
             return [row for p in params for row in conn.execute(stmt, p).all()]
     raw = engine.raw_connection()
     try:
-        cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            fetched = [row for p in params for row in cursor.execute(prepared.sql, prepared.parameters(p)).fetchall()]
-        finally:
-            cursor.close()
+        return _fetch(raw.driver_connection.cursor(), prepared, params)  # type: ignore[union-attr]
     finally:
         raw.close()  # back to the pool
-    return prepared.rows(fetched)
 
 
 @lru_cache(maxsize=32)
