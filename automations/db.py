@@ -90,6 +90,26 @@ class WriterSlot:
         self._path = f"{database}.writer-lock" if _is_file(database) else None
         self._fd: int | None = None
         self._waits: queue.SimpleQueue[_FlockWait] | None = None
+        self._waiting_since: float | None = None  # monotonic start of a wait for another process
+
+    def waited(self) -> float:
+        """How long this process has been waiting for another process to let go of the slot
+        (0 when it is not waiting): lets a supervisor spot a stalled holder."""
+        since = self._waiting_since
+        return 0.0 if since is None else max(time.monotonic() - since, 0.0)
+
+    def holders(self) -> set[int] | None:
+        """The ids of the processes holding the slot's file lock now, from Linux's /proc/locks;
+        None where that cannot be read (another system, no lock file yet)."""
+        if self._path is None:
+            return None
+        try:
+            st = os.stat(self._path)
+            with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+                table = fh.read()
+        except OSError:
+            return None
+        return flock_holders(table, st.st_dev, st.st_ino)
 
     def acquire(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -104,7 +124,12 @@ class WriterSlot:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if not self._wait(fd, deadline - time.monotonic()):
+            self._waiting_since = time.monotonic()
+            try:
+                got = self._wait(fd, deadline - time.monotonic())
+            finally:
+                self._waiting_since = None
+            if not got:
                 self._lock.release()
                 return False
         self._fd = fd
@@ -154,6 +179,24 @@ def _flock_waiter(waits: queue.SimpleQueue[_FlockWait]) -> None:
                 wait.done.set()
 
 
+def flock_holders(table: str, dev: int, inode: int) -> set[int]:
+    """The processes holding a ``flock`` on the file (``dev``, ``inode``), read from the text
+    of /proc/locks (``1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF``; waiters' lines carry
+    ``->`` and are skipped)."""
+    file_id = f"{os.major(dev):02x}:{os.minor(dev):02x}:{inode}"
+    pids = set()
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == file_id and fields[4].isdigit():
+            pids.add(int(fields[4]))
+    return pids
+
+
+def writer_slot(engine: Engine) -> WriterSlot | None:
+    """The engine's :class:`WriterSlot` (SQLite file databases configured here), else None."""
+    return getattr(engine.dialect, "_hookline_writer_slot", None)
+
+
 def _is_file(database: str | None) -> bool:
     return bool(database) and database != ":memory:" and not str(database).startswith("file:")
 
@@ -164,6 +207,7 @@ def configure_engine(engine: Engine) -> Engine:
         return engine
     engine.dialect._hookline_configured = True  # type: ignore[attr-defined]
     write_lock = WriterSlot(engine.url.database)
+    engine.dialect._hookline_writer_slot = write_lock  # type: ignore[attr-defined]
     holders: dict[int, int] = {}  # id() of the DBAPI connection holding write_lock → thread id
     readers: set[int] = set()  # id() of the DBAPI connections in a read-only transaction
 

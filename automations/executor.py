@@ -56,20 +56,11 @@ _EVENT_COLS = (Event.method, Event.headers, Event.query, Event.body, Event.parse
 _LOAD = select(*_RUN_COLS, *_EVENT_COLS).join(Event, Event.id == Run.event_id).where(Run.id == bindparam("b_id"))
 
 
-_LOAD_CLAIMED = select(*_RUN_COLS, *_EVENT_COLS).join(Event, Event.id == Run.event_id).where(
-    Run.id.in_(bindparam("ids", expanding=True)))
-
-
-def load_claimed(conn: DBConnection, ids: list[int]) -> dict[int, Any]:
-    """The rows of runs just claimed, read in the claim's own transaction: a worker thread
-    that gets its row with the run id starts without a database round trip of its own."""
-    return {row.id: row for row in conn.execute(_LOAD_CLAIMED, {"ids": ids})} if ids else {}
-
-
 def read_claimed(engine: Engine, ids: list[int]) -> dict[int, Any]:
-    """:func:`load_claimed` after the claim, by a claimer whose claim ran elsewhere (a runner
-    child's, in the web process's writer): each run with its event in one statement, on
-    SQLite through the cursor outside a transaction (``sqlite_rows.read_each``)."""
+    """The rows of runs just claimed, read once the claim committed, so a run thread that gets
+    its row with the run id starts without a database round trip of its own: each run with
+    its event, one statement per run, on SQLite through the cursor outside a transaction
+    (``sqlite_rows.read_each``: no writer lock held, no transaction's fixed cost)."""
     return {row.id: row for row in read_each(engine, _LOAD, [{"b_id": i} for i in ids])}
 
 
@@ -85,7 +76,7 @@ def _connection_ids(definition: dict[str, Any] | None) -> set[int]:
 
 def _load(core: Core, run_id: int, owner: str, claimed: Any = None) -> _Loaded | None:
     """The run joined with its event, its definition and its connections. ``claimed`` is the
-    row :func:`load_claimed` read; with it, a cached definition and connections read less than
+    row :func:`read_claimed` read; with it, a cached definition and connections read less than
     a second ago, no database access is needed at all (the hot path of every run)."""
     if claimed is not None:
         definition = core.definitions.peek(claimed.recipe_id, claimed.recipe_version)
@@ -127,7 +118,7 @@ def _step_inputs(action_key: str, raw_inputs: dict[str, Any], context: dict[str,
 def execute(core: Core, run_id: int, owner: str, claimed: Any = None,
             stopping: threading.Event | None = None) -> str | None:
     """Run one claimed run to its next resting state; returns that status (None if not ours).
-    ``claimed``: the run's row from :func:`load_claimed`, if the claimer read it. ``stopping``:
+    ``claimed``: the run's row from :func:`read_claimed`, if the claimer read it. ``stopping``:
     set when the runner shuts down; the run then starts no further step: it is released at
     its last checkpoint (queued, due now, this attempt not counted) for whoever runs next."""
     loaded = _load(core, run_id, owner, claimed)

@@ -39,8 +39,6 @@ def purge(writer: BatchWriter, now: datetime, max_age_days: float, batch: int = 
     """Delete what is older than ``max_age_days``; returns counts. Bounded by ``max_batches``."""
     cutoff = now - timedelta(days=max_age_days)
     totals = {"runs": 0, "events": 0, "dedupe_keys": 0}
-    # partials of module functions, not closures: a runner child hands them to the web
-    # process's writer (automations/remote_writer.py) instead of writing itself
     for name, step in (("runs", partial(_purge_runs, cutoff=cutoff, batch=batch)),
                        ("events", partial(_purge_events, cutoff=cutoff, batch=batch)),
                        ("dedupe_keys", partial(_purge_keys, now=now, batch=batch))):

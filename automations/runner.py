@@ -31,7 +31,7 @@ from sqlalchemy import Connection
 
 from . import queue, retention
 from .core import Core
-from .executor import LeaseLost, execute, load_claimed, read_claimed
+from .executor import LeaseLost, execute, read_claimed
 from .writer import STARTED_GRACE, Abandoned
 
 log = logging.getLogger("hookline.runner")
@@ -45,19 +45,18 @@ def worker_id() -> str:
 
 @dataclass(frozen=True)
 class ClaimDue:
-    """The dispatcher's claim, as a unit of the batch writer: up to ``limit`` due runs leased
-    to ``owner``, with their rows read in the same transaction. A plain picklable object, so a
-    runner child can hand it to the web process's writer (automations/remote_writer.py)."""
+    """The dispatcher's claim, as a unit of the batch writer: the ids of up to ``limit`` due
+    runs, leased to ``owner``. Their rows are read after the commit, outside the writer
+    (:meth:`Runner.dispatch`): on SQLite its transaction holds the database's one write lock,
+    which the other process's writer waits for."""
 
     owner: str
     limit: int
     now: datetime
     lease: float
-    read_rows: bool = True  # False: the claimer reads them itself (see Runner.dispatch)
 
-    def __call__(self, conn: Connection) -> tuple[list[int], dict[int, Any]]:
-        ids = queue.claim_in(conn, self.owner, self.limit, self.now, self.lease)
-        return ids, load_claimed(conn, ids) if self.read_rows else {}
+    def __call__(self, conn: Connection) -> list[int]:
+        return queue.claim_in(conn, self.owner, self.limit, self.now, self.lease)
 
 
 class Runner:
@@ -219,17 +218,15 @@ class Runner:
             if room <= 0:
                 return total
             now, lease = self.core.clock.now(), self.core.lease_seconds
-            remote = self.core.writer.remote
             try:
-                ids, rows = self.core.writer.submit(ClaimDue(self.owner, room, now, lease, read_rows=not remote),
-                                                    timeout=self.claim_timeout, grace=self.claim_grace)
+                ids = self.core.writer.submit(ClaimDue(self.owner, room, now, lease),
+                                              timeout=self.claim_timeout, grace=self.claim_grace)
             except Abandoned:
                 raise  # withdrawn before it began: nothing was claimed
             except TimeoutError:
                 self._release_orphans()  # it began, and may have leased runs we never heard of
                 raise
-            if remote and ids:  # spare the web process, whose writer every write waits on, the read
-                rows = read_claimed(self.core.read_engine, ids)
+            rows = read_claimed(self.core.read_engine, ids) if ids else {}
             for rid in ids:
                 with self._lock:
                     self._inflight[rid] = self._pool.submit(self._run, rid, rows.get(rid))

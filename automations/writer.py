@@ -69,8 +69,6 @@ Work = Callable[[Connection], Any]
 
 
 class BatchWriter:
-    remote = False  # its units run in this process (a RemoteWriter's in the web process)
-
     def __init__(self, engine: Engine, max_batch: int = 256) -> None:
         self.engine = engine
         self.max_batch = max_batch
@@ -93,7 +91,7 @@ class BatchWriter:
         """As :meth:`submit`, without waiting: the writer thread calls ``completion``'s
         ``start`` once the unit's transaction has begun (and runs the unit only if it says
         so), then ``set_result`` or ``set_exception`` once the unit is committed or has
-        failed. For callers that relay many units at once (``WriterService``)."""
+        failed."""
         if self._thread is None:
             self._start()
         self._queue.put((work, completion))

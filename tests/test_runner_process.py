@@ -4,8 +4,10 @@ web process."""
 from __future__ import annotations
 
 import os
+import random
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,11 +19,13 @@ from typing import Any
 import pytest
 import requests
 
+from automations.db import flock_holders
 from tests.pg import temp_database
 from tests.sinks import HttpSink, Reply
 from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server, write_recipe
+from tests.test_writer_slot import hold_in_another_process
 from web.cpu_affinity import usable_cpu_set
-from web.runner_process import runner_process_wanted
+from web.runner_process import LOCK_STALL_SECONDS, runner_process_wanted
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"),
@@ -135,7 +139,6 @@ def test_child_runs_what_the_web_process_stores_and_is_woken_at_once(tmp_path):
         child = runner_child(server)
         out = read_until(server, "Hookline worker", 30)  # the child's runner is up and has looked once
         assert f"runner: in child process {child}" in out
-        assert "writes through the web process" in out  # SQLite: one process holds the writer lock
         time.sleep(0.5)
         for n in (1, 2):
             post(port, token, n)
@@ -265,40 +268,137 @@ def test_runs_of_a_runner_child_that_died_are_taken_back_at_once(tmp_path):
     assert "took back 1 runs the runner child had in flight" in out
 
 
-def test_a_stopped_runner_child_never_holds_up_webhooks(tmp_path):
-    """The child writes through the web process, so it never holds SQLite's writer lock: a
-    child frozen (SIGSTOP, a debugger) mid-work leaves acknowledgements unaffected."""
+def holds_writer_lock(instance: Path, pid: int) -> bool:
+    """Whether ``pid`` holds the SQLite database's writer slot (its file lock), per /proc/locks."""
+    st = (instance / "hookline.db.writer-lock").stat()
+    return pid in flock_holders(Path("/proc/locks").read_text(), st.st_dev, st.st_ino)
+
+
+def stopped(pid: int, timeout: float = 5.0) -> bool:
+    """SIGSTOP ``pid`` and wait until it is stopped (what it holds then stays held)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def stop_child(instance: Path, child: int, holding: bool, nudge: Callable[[int], None], tries: int = 400) -> None:
+    """Stop the child at a moment it holds the writer lock (``holding``) or does not; between
+    tries, ``nudge(i)`` gives it work (a webhook to claim, run and record)."""
+    for i in range(tries):
+        nudge(i)
+        time.sleep(random.uniform(0, 0.004))
+        assert stopped(child)
+        if holds_writer_lock(instance, child) == holding:
+            return
+        os.kill(child, signal.SIGCONT)
+    raise AssertionError(f"could not stop the child {'while' if holding else 'unless'} it held the lock "
+                         f"in {tries} tries")
+
+
+def delivered(sink: HttpSink, wanted: set[int], timeout: float = 30.0) -> set[int]:
+    """The numbers the sink received, once it has every one ``wanted`` (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {r.json()["n"] for r in list(sink.requests)}
+        if wanted <= got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def test_a_runner_child_stopped_between_writes_never_holds_up_webhooks(tmp_path):
+    """A child frozen (SIGSTOP, a debugger) while it holds no lock: acknowledgements go on
+    as before, and its runs are delivered once it carries on."""
     with serving_a_recipe(tmp_path) as (sink, server, port, token):
         child = runner_child(server)
         read_until(server, "Hookline worker", 30)
-        for n in range(20):
-            post(port, token, n)
-        os.kill(child, signal.SIGSTOP)
+        sent: list[int] = []
+
+        def nudge(i: int) -> None:
+            post(port, token, i)
+            sent.append(i)
+
+        stop_child(tmp_path / "instance", child, holding=False, nudge=nudge)
         try:
-            for n in range(20, 40):
+            for n in range(1000, 1020):
                 started = time.monotonic()
                 post(port, token, n)
-                assert time.monotonic() - started < 3  # a held lock would stall it for 30 s
+                assert time.monotonic() - started < 3
         finally:
             os.kill(child, signal.SIGCONT)
-        assert sorted(r.json()["n"] for r in sink.wait_for(40, timeout=30)) == list(range(40))
+        wanted = {*sent, *range(1000, 1020)}
+        assert wanted <= delivered(sink, wanted)
+        assert alive(child)  # nothing to kill it for
+    out = server.stdout.read().decode()
+    assert "writer lock" not in out
 
 
-def test_a_run_in_flight_when_the_web_process_dies_is_left_to_its_lease(tmp_path):
-    """Its result cannot be recorded (the writer it goes through is gone): the child says so,
-    records nothing and exits; the lease (2 s in these tests) makes the run due again for the
-    next serve."""
+def test_a_runner_child_stopped_holding_the_writer_lock_is_killed_and_replaced(tmp_path):
+    """Both processes write to the SQLite file, one at a time: a child frozen in the middle of
+    a transaction would hold up every webhook (each answered 503 after 30 s). serve kills it
+    after LOCK_STALL_SECONDS, takes back its runs and starts another; nothing is lost."""
+    with serving_a_recipe(tmp_path) as (sink, server, port, token):
+        child = runner_child(server)
+        read_until(server, "Hookline worker", 30)
+        sent: list[int] = []
+
+        def nudge(i: int) -> None:
+            post(port, token, i)
+            sent.append(i)
+
+        stop_child(tmp_path / "instance", child, holding=True, nudge=nudge)
+        started = time.monotonic()
+        post(port, token, 9999)  # waits for the lock the stopped child holds
+        waited = time.monotonic() - started
+        assert LOCK_STALL_SECONDS <= waited < LOCK_STALL_SECONDS + 5
+        assert wait_gone(child, 10)
+        assert runner_child(server, not_pid=child) != child
+        wanted = {*sent, 9999}
+        assert wanted <= delivered(sink, wanted)  # the dead child's runs come back through its successor
+    out = server.stdout.read().decode()
+    assert f"runner child process {child} has held the database's writer lock" in out
+
+
+def test_a_runner_child_is_not_killed_for_a_lock_another_process_holds(tmp_path):
+    """Another program writing to the database (an import, a sqlite3 shell) holds webhooks up
+    while it writes; the child, which holds nothing, is left alone."""
+    with serving_a_recipe(tmp_path) as (sink, server, port, token):
+        child = runner_child(server)
+        read_until(server, "Hookline worker", 30)
+        holder = hold_in_another_process(tmp_path / "instance" / "hookline.db.writer-lock", LOCK_STALL_SECONDS + 1.5)
+        started = time.monotonic()
+        r = requests.post(f"http://127.0.0.1:{port}/hooks/{token}", json={"n": 1}, timeout=30)
+        assert r.status_code == 202, r.text
+        assert time.monotonic() - started >= LOCK_STALL_SECONDS + 1  # it did wait for that process
+        holder.wait(10)
+        assert sink.wait_for(1, timeout=20)[0].json() == {"n": 1}
+        assert runner_child(server) == child and alive(child)
+    assert "writer lock" not in server.stdout.read().decode()
+
+
+def test_a_run_in_flight_when_the_web_process_dies_is_finished_and_recorded(tmp_path):
+    """The child sees its web process gone and stops as on SIGTERM: the step in flight gets
+    its answer and the run's outcome is recorded (the child writes itself), so the next serve
+    does not send it again."""
+    instance = tmp_path / "instance"
     with serving_a_recipe(tmp_path, responder=lambda req: Reply(200, "ok", delay=2)) as (sink, server, port, token):
         child = runner_child(server)
         post(port, token, 3)
         sink.wait_for(1, timeout=15)
         kill_web_process(server, child)
         out = server.stdout.read().decode()  # the child wrote to the same pipe until it exited
-        assert "its result could not be recorded" in out, out
+        assert "the web process that started this runner is gone" in out, out
         assert "Traceback" not in out
-        again = start_server(tmp_path / "instance", port, "--runner-process", env=NO_POLLING)
+        with sqlite3.connect(instance / "hookline.db") as conn:
+            assert conn.execute("SELECT status, lease_owner FROM runs").fetchall() == [("succeeded", None)]
+        again = start_server(instance, port, "--runner-process", env=NO_POLLING)
         try:
-            assert [r.json() for r in sink.wait_for(2, timeout=20)] == [{"n": 3}, {"n": 3}]
+            read_until(again, "Hookline worker", 30)  # its runner has claimed whatever was due
+            post(port, token, 4)
+            assert [r.json() for r in sink.wait_for(2, timeout=20)] == [{"n": 3}, {"n": 4}]
         finally:
             stop(again)
 

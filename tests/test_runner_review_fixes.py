@@ -17,6 +17,7 @@ import requests
 from sqlalchemy import select
 
 from automations import queue, recipes
+from automations.db import writer_slot
 from automations.models import Run, StepRun
 from tests.live import LiveServer, make_live_app
 from tests.sinks import HttpSink, Reply
@@ -177,7 +178,7 @@ def test_a_runner_child_still_busy_at_shutdown_has_its_runs_queued_again_at_once
 
     with HttpSink(slow_first) as sink:
         live = LiveServer(app, with_runner=False)
-        child = RunnerProcess(app.instance_path, shutdown_timeout=0.5, writer=core.writer,
+        child = RunnerProcess(app.instance_path, shutdown_timeout=0.5, writer_slot=writer_slot(core.engine),
                               on_exit=lambda owner: _take_back(core, owner)).start()
         app.extensions["hookline_runner"] = child
         try:

@@ -1,11 +1,9 @@
 """Review fixes for a stalled database (another program holding SQLite's write lock): a unit
 whose caller stopped waiting before its batch began never runs (so a webhook answered 503
 is not stored, and a claim the runner gave up on leases nothing), a unit that had begun is
-waited for, the runner child's units are withdrawn from the web process's writer the same
-way, and readiness counts the runs stuck in ``running`` past their lease."""
+waited for, and readiness counts the runs stuck in ``running`` past their lease."""
 from __future__ import annotations
 
-import socket
 import sqlite3
 import threading
 import time
@@ -19,7 +17,6 @@ from sqlalchemy import Connection, Engine, select, text, update
 from automations import health, recipes
 from automations.db import make_engine
 from automations.models import Event, Run
-from automations.remote_writer import RemoteWriter, WriterService
 from automations.runner import ClaimDue
 from automations.writer import BatchWriter
 from tests.conftest import make_app
@@ -40,7 +37,7 @@ def write_lock_held_elsewhere(database: str) -> Iterator[None]:
 
 
 class Insert:
-    """Inserts one row (picklable, so it can also cross the runner child's channel)."""
+    """Inserts one row."""
 
     def __init__(self, value: int) -> None:
         self.value = value
@@ -166,38 +163,8 @@ def test_a_claim_the_runner_gave_up_on_leases_nothing(app):
     with app.app_context():
         rows = {r.id: (r.status, r.lease_owner) for r in db.session.scalars(select(Run))}
     assert rows == dict.fromkeys(ids, ("queued", None))
-    claimed, _loaded = core.writer.submit(ClaimDue("w2", 10, core.clock.now(), 60))
+    claimed = core.writer.submit(ClaimDue("w2", 10, core.clock.now(), 60))
     assert claimed == ids
-
-
-# --- the runner child's writes through the web process ----------------------------------
-
-@pytest.fixture
-def channel(engine) -> Iterator[RemoteWriter]:
-    parent_writer = BatchWriter(engine)
-    ours, theirs = socket.socketpair()
-    service = WriterService(ours, parent_writer).start()
-    remote = RemoteWriter(theirs, local=BatchWriter(engine))
-    yield remote
-    remote.stop()
-    service.stop()
-    parent_writer.stop()
-
-
-def test_a_remote_unit_whose_caller_gave_up_is_withdrawn_from_the_web_process(channel, engine):
-    with write_lock_held_elsewhere(engine.url.database):
-        started = time.monotonic()
-        with pytest.raises(TimeoutError, match="within 0.3 s"):
-            channel.submit(Insert(1), timeout=0.3)
-        assert time.monotonic() - started < 2  # the web process answered the withdrawal at once
-    assert channel.submit(Insert(2)) == 2
-    assert values(engine) == [2]
-
-
-def test_a_remote_unit_that_had_begun_is_waited_for(channel, engine):
-    assert channel.submit(SlowInsert(1), timeout=0.2) == 1
-    assert channel.submit(Insert(2)) == 2  # the channel is in step afterwards
-    assert values(engine) == [1, 2]
 
 
 # --- the inbound endpoint ------------------------------------------------------------------

@@ -8,9 +8,11 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from automations.db import READ_ONLY, WriterSlot, for_reading, make_engine
@@ -118,3 +120,34 @@ def test_a_reading_transaction_takes_no_slot_and_refuses_writes(tmp_path: Path) 
             assert sorted(conn.scalars(sa.text("SELECT v FROM t"))) == [1, 3]
     finally:
         engine.dispose()
+
+
+def test_the_slot_tells_who_holds_it_and_how_long_it_has_waited(tmp_path: Path) -> None:
+    """What serve's watch over its runner child reads (web/runner_process.py): the process
+    holding the lock (from /proc/locks; not the waiter's own queued request) and how long this
+    process has been waiting."""
+    if not Path("/proc/locks").exists():
+        pytest.skip("needs Linux's /proc/locks")
+    db = tmp_path / "hookline.db"
+    slot = WriterSlot(str(db))
+    assert slot.holders() is None  # no lock file yet: nobody can hold it
+    holder = hold_in_another_process(Path(f"{db}.writer-lock"), 1.0)
+    assert slot.holders() == {holder.pid}
+    assert slot.waited() == 0.0
+    seen: list[tuple[float, set[int] | None]] = []
+
+    def look() -> None:
+        time.sleep(0.5)
+        seen.append((slot.waited(), slot.holders()))
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    assert slot.acquire(timeout=10)
+    looker.join()
+    assert slot.holders() == {os.getpid()}
+    assert slot.waited() == 0.0
+    slot.release()
+    holder.wait(5)
+    [(waited, holders)] = seen
+    assert 0.4 <= waited < 1.0 and holders == {holder.pid}  # this process's queued flock is not a holder
+    assert slot.holders() == set()

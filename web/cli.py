@@ -97,15 +97,13 @@ def _cpu_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @instance_option
 @click.option("--wake-fd", type=int, default=None, hidden=True,
               help="Pipe from serve --runner-process: wake-ups; end-of-file stops this worker.")
-@click.option("--writer-fd", type=int, default=None, hidden=True,
-              help="Socket from serve --runner-process: its writer commits this worker's writes.")
 @click.option("--owner", default=None, hidden=True,
               help="Lease owner name chosen by serve --runner-process.")
 @click.option("--shutdown-seconds", type=float, default=None, hidden=True,
               help="serve --runner-process's own SHUTDOWN_SECONDS, so the two wait alike.")
 @click.option("--cpus", default=None, hidden=True, callback=_cpu_list,
               help="CPUs to keep to, as a list like 1 or 2-3 (serve's CPU_AFFINITY plan for its child).")
-def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None, owner: str | None,
+def worker(instance: str | None, wake_fd: int | None, owner: str | None,
            shutdown_seconds: float | None, cpus: frozenset[int] | None) -> None:
     """Run only the runner: claim and execute due runs until SIGTERM."""
     from .cpu_affinity import pin_process
@@ -116,7 +114,7 @@ def worker(instance: str | None, wake_fd: int | None, writer_fd: int | None, own
 
     core = worker_core(_instance_path(instance))
     timeout = core.shutdown_seconds if shutdown_seconds is None else shutdown_seconds
-    run_worker(core, shutdown_timeout=timeout, wake_fd=wake_fd, writer_fd=writer_fd, owner=owner)
+    run_worker(core, shutdown_timeout=timeout, wake_fd=wake_fd, owner=owner)
 
 
 @main.command("init-db")

@@ -6,18 +6,28 @@ process share one core. With the runner in a child process, ``serve`` uses two c
 staying one command to start and stop. The two share the instance folder (config, keys,
 SQLite file, whose writers queue on ``WriterSlot``'s file lock).
 
-On SQLite the child also writes nothing itself: a socket pair carries its units of work
-(claims, step records, finished runs) to this process's group-commit writer, so one process
-holds the database's single writer lock instead of two taking turns at it
-(automations/remote_writer.py says why that matters).
+The child writes through a group-commit writer of its own. On SQLite the two processes'
+writers take turns at the database file (``WriterSlot``: a file lock that hands over the
+moment it is free). The child used to send its writes over a socket to this process's
+writer instead, so that one process held SQLite's lock; with each process on CPUs of its own
+(web/cpu_affinity.py) that relay cost more than the turns it saved: this process's writer
+spent half its time on the child's claims and results, on the CPU the acknowledgements wait
+for (bench/README.md, "fifteenth session", has the figures).
+
+The price of two writers is that a child stopped while it holds the lock (SIGSTOP, a
+debugger, a hang inside SQLite) would hold up every webhook. So this process watches: when
+its writer has waited LOCK_STALL_SECONDS for the lock and /proc/locks says the child holds
+it, the child is killed; its runs are taken back and another child started, as after any
+crash (at least once: a delivery it made but had not recorded is made again, with the same
+Idempotency-Key).
 
 A pipe joins them. The web process writes a byte after each commit that queues a run, so
 the child starts it at once instead of at its next poll; the child reads its end in a
 thread. When the web process dies, even by SIGKILL, the kernel closes the write end and the
-child sees end-of-file: it stops claiming and exits, so no orphan keeps running (on SQLite
-its in-flight runs cannot record their results without the web process's writer; their
-leases bring them back). A child that dies is started again after a short pause, and the
-runs it had leased are queued again at once: serve chose the child's lease owner name.
+child sees end-of-file: it stops as on SIGTERM (its runs in flight finish their current
+step and are released) and exits, so no orphan keeps running. A child that dies is started
+again after a short pause, and the runs it had leased are queued again at once: serve chose
+the child's lease owner name.
 """
 from __future__ import annotations
 
@@ -25,7 +35,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,9 +42,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from automations.remote_writer import WriterService
+from automations.db import WriterSlot
 from automations.runner import worker_id
-from automations.writer import BatchWriter
 
 from .config import FALSE_WORDS, TRUE_WORDS
 from .cpu_affinity import format_cpu_list, usable_cpu_set
@@ -44,6 +52,9 @@ log = logging.getLogger("hookline.runner_process")
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before restart n (the last repeats)
 STABLE_AFTER = 60.0  # a child that ran this long resets the restart delay
+# A healthy child holds SQLite's lock for milliseconds per transaction; a sender gives up on
+# a webhook after 5 to 30 s (Shopify 5, GitHub 10).
+LOCK_STALL_SECONDS = 3.0
 
 
 def runner_process_wanted(setting: Any, cpus: int | None = None) -> bool:
@@ -67,21 +78,20 @@ class RunnerProcess:
     :meth:`notify` wakes the child."""
 
     def __init__(self, instance_path: str, shutdown_timeout: float = 20.0,
-                 writer: BatchWriter | None = None, on_exit: Callable[[str], None] | None = None,
-                 cpus: frozenset[int] | None = None) -> None:
-        """``writer``: this process's writer, to write for the child (SQLite); None lets the
-        child write itself (PostgreSQL takes concurrent writers). ``on_exit(owner)``: called
-        with the lease owner name its runner used after a child exited unasked, or was killed
-        at shutdown for overrunning ``shutdown_timeout``: it takes back that child's runs.
-        ``cpus``: the CPUs the child keeps to (web/cpu_affinity.py); None: any."""
+                 on_exit: Callable[[str], None] | None = None, cpus: frozenset[int] | None = None,
+                 writer_slot: WriterSlot | None = None) -> None:
+        """``on_exit(owner)``: called with the lease owner name its runner used after a child
+        exited unasked, or was killed (at shutdown for overrunning ``shutdown_timeout``, or
+        holding the writer slot): it takes back that child's runs. ``cpus``: the CPUs the child
+        keeps to (web/cpu_affinity.py); None: any. ``writer_slot``: this process's SQLite
+        writer slot, watched for a child that holds it too long (None: nothing to watch)."""
         self.instance_path = instance_path
         self.shutdown_timeout = shutdown_timeout
-        self.writer = writer
         self.on_exit = on_exit
         self.cpus = cpus
+        self.writer_slot = writer_slot
         self.owner: str | None = None
         self.proc: subprocess.Popen | None = None
-        self._service: WriterService | None = None
         self._wake_w: int | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -91,6 +101,9 @@ class RunnerProcess:
         self._spawn()
         self._watcher = threading.Thread(target=self._watch, name="hookline-runner-process", daemon=True)
         self._watcher.start()
+        if self.writer_slot is not None:
+            threading.Thread(target=self._watch_lock, args=(self.writer_slot,), name="hookline-lock-watch",
+                             daemon=True).start()
         return self
 
     def _spawn(self) -> None:
@@ -102,25 +115,13 @@ class RunnerProcess:
                    "--wake-fd", str(read_fd), "--owner", owner, "--shutdown-seconds", str(self.shutdown_timeout)]
         if self.cpus:
             command += ["--cpus", format_cpu_list(self.cpus)]
-        ours = theirs = None
-        if self.writer is not None:
-            ours, theirs = socket.socketpair()
-            command += ["--writer-fd", str(theirs.fileno())]
         try:
-            proc = subprocess.Popen(command, pass_fds=(read_fd,) + ((theirs.fileno(),) if theirs else ()),
-                                    close_fds=True)
+            proc = subprocess.Popen(command, pass_fds=(read_fd,), close_fds=True)
         except BaseException:
             os.close(write_fd)
-            if ours is not None:
-                ours.close()
             raise
         finally:
             os.close(read_fd)
-            if theirs is not None:
-                theirs.close()
-        self._stop_service()
-        if ours is not None and self.writer is not None:
-            self._service = WriterService(ours, self.writer).start()
         with self._lock:  # closed under the lock: notify never writes to a reused descriptor number
             if self._wake_w is not None:
                 os.close(self._wake_w)
@@ -153,7 +154,6 @@ class RunnerProcess:
             code = proc.wait()
             if self._stopping.is_set():
                 return
-            self._stop_service()  # after the last of the child's writes the writer had queued
             if self.on_exit is not None and self.owner is not None:
                 try:
                     self.on_exit(self.owner)
@@ -192,7 +192,6 @@ class RunnerProcess:
             if self._wake_w is not None:
                 os.close(self._wake_w)
                 self._wake_w = None
-        self._stop_service()  # first: the take-back commits after every write the child sent
         if killed and self.on_exit is not None and self.owner is not None:
             try:  # its leases would otherwise keep its runs for up to LEASE_SECONDS after the restart
                 self.on_exit(self.owner)
@@ -200,10 +199,28 @@ class RunnerProcess:
                 log.exception("could not take back the runs of runner child %s", proc.pid)
         return code
 
-    def _stop_service(self) -> None:
-        service, self._service = self._service, None
-        if service is not None:
-            service.stop()
+    def _watch_lock(self, slot: WriterSlot, every: float = 0.25) -> None:
+        """Kill a child that keeps this process's writer waiting for SQLite's lock (see the
+        module's docstring); the watcher then takes back its runs and starts another. The
+        child must be seen holding it twice in a row: one look could fall on a transaction
+        that just began after someone else's long one."""
+        seen = 0
+        while not self._stopping.wait(every):
+            proc = self.proc
+            if (slot.waited() < LOCK_STALL_SECONDS or proc is None or proc.poll() is not None
+                    or proc.pid not in (slot.holders() or ())):  # another process holds it: not ours to stop
+                seen = 0
+                continue
+            seen += 1
+            if seen < 2:
+                continue
+            log.error("runner child process %s has held the database's writer lock for over %.0f s "
+                      "(stopped or hung?): killing it so webhooks can be stored", proc.pid, LOCK_STALL_SECONDS)
+            with contextlib.suppress(OSError):
+                proc.kill()
+            seen = 0
+            while slot.waited() and not self._stopping.wait(every):
+                pass  # until our writer got the lock: one kill per stall
 
 
 def watch_wake_pipe(fd: int, on_wake: Callable[[], None], on_parent_gone: Callable[[], None]) -> threading.Thread:

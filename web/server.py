@@ -19,7 +19,7 @@ from waitress.server import create_server
 
 from automations import queue
 from automations.core import Core
-from automations.db import is_sqlite
+from automations.db import writer_slot
 from automations.logredact import install as install_log_redaction
 from automations.runner import Runner
 
@@ -72,9 +72,8 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
     if with_worker and runner_process:
         core = app.extensions["hookline"]
         runner = RunnerProcess(app.instance_path, shutdown_timeout,
-                               writer=core.writer if is_sqlite(core.engine) else None,
                                on_exit=lambda owner: _take_back(core, owner),
-                               cpus=cpus.runner if cpus else None).start()
+                               cpus=cpus.runner if cpus else None, writer_slot=writer_slot(core.engine)).start()
         app.extensions["hookline_runner"] = runner
         where = f"in child process {runner.proc.pid if runner.proc else '?'}"
         if cpus is not None and pin_process(cpus.web, "web process"):
@@ -112,8 +111,8 @@ def serve(app: Flask, *, with_worker: bool = True, runner_process: bool = False,
 
 def _take_back(core: Core, owner: str) -> None:
     """The runner child that leased runs as ``owner`` has exited: queue its runs again now
-    rather than when their leases expire (LEASE_SECONDS, 5 min by default). Through the
-    writer, so it commits after any of the child's writes still queued there."""
+    rather than when their leases expire (LEASE_SECONDS, 5 min by default). The child is gone,
+    so none of its writes can follow."""
     now = core.clock.now()
     n = core.writer.submit(partial(queue.take_back, owner=owner, now=now))
     if n:

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
@@ -22,7 +21,6 @@ from sqlalchemy import create_engine
 from automations.core import Core, build_core
 from automations.db import engine_options
 from automations.logredact import install as install_log_redaction
-from automations.remote_writer import RemoteWriter
 from automations.runner import Runner
 
 from . import config
@@ -44,12 +42,9 @@ def worker_core(instance_path: str | Path) -> Core:
 
 
 def run_worker(core: Core, shutdown_timeout: float = 20.0, wake_fd: int | None = None,
-               writer_fd: int | None = None, owner: str | None = None) -> None:
-    """``wake_fd``: the read end of the pipe from ``serve --runner-process``; ``writer_fd``:
-    its socket to the web process's writer, which then does this runner's writes; ``owner``:
-    the lease owner name serve chose, so it can take back this runner's runs if it dies."""
-    if writer_fd is not None:
-        core.writer = RemoteWriter(socket.socket(fileno=writer_fd), local=core.writer)
+               owner: str | None = None) -> None:
+    """``wake_fd``: the read end of the pipe from ``serve --runner-process``; ``owner``: the
+    lease owner name serve chose, so it can take back this runner's runs if it dies."""
     runner = Runner(core, owner=owner).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -60,8 +55,7 @@ def run_worker(core: Core, shutdown_timeout: float = 20.0, wake_fd: int | None =
             stop.set()
 
         watch_wake_pipe(wake_fd, runner.notify, parent_gone)
-    writes = "; writes through the web process" if writer_fd is not None else ""
-    print(f"Hookline worker {runner.owner} running ({runner.threads} threads{writes})", flush=True)
+    print(f"Hookline worker {runner.owner} running ({runner.threads} threads)", flush=True)
     stop.wait()
     if not runner.stop(shutdown_timeout):
         exit_leaving_threads()
