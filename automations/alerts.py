@@ -71,8 +71,7 @@ def _maybe_pause(core: Core, recipe_id: int, settings: dict[str, Any]) -> tuple[
 
 
 def _pause_if_active(conn: DBConnection, recipe_id: int, reason: str) -> bool:
-    """A unit of the batch writer; a module function (in a partial), so a runner child can
-    hand it to the web process's writer."""
+    """A unit of the batch writer."""
     stmt = (update(Recipe).where(Recipe.id == recipe_id, Recipe.status == RecipeStatus.ACTIVE.value)
             .values(status=RecipeStatus.PAUSED.value, status_reason=reason, updated_at=utcnow()))
     if conn.execute(stmt).rowcount != 1:

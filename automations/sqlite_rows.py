@@ -1,9 +1,10 @@
-"""The hottest statements on SQLite, run through the driver's cursor: the writer's, and the
-runner child's read of the runs it claimed (:func:`read_each`).
+"""The hottest statements on SQLite, run through the driver's cursor: the writers', and the
+runner's read of the runs it claimed (:func:`read_each`).
 
-Every webhook and every step result is written by the group-commit writer, the busiest
-thread of the web process, and on SQLite that thread shares one CPU with the request
-threads (``CPU_AFFINITY``), so its CPU is what the acknowledgements queue behind. Core spends
+Every webhook and every step result is written by a group-commit writer: the web process's
+is its busiest thread and shares one CPU with the request threads (``CPU_AFFINITY``), so its
+CPU is what the acknowledgements queue behind; the runner child's holds the database's one
+write lock while it works, and the web process's writer waits for it. Core spends
 more CPU on each statement (execution context, parameter compilation, events, result set-up)
 than SQLite spends running it. With the events, runs and step records inserted here, the
 writer's CPU fell from 47 to 40–42 µs per webhook and from 147–150 to 130–137 µs per delivered

@@ -38,9 +38,10 @@ Units marked ``urgent`` (a stored webhook: its sender waits on the line) are com
 transaction of their own before the rest of their batch, so an acknowledgement does not wait
 for the run results and claims that queued beside it. It costs one more COMMIT per mixed
 batch. Open loop at 1,500 webhooks/s, three interleaved pairs: ack p99 25–33 → 17–23 ms,
-deliveries the same; closed loop, two pairs: acks +4 and +10 %, deliveries −2 %. Webhooks
-come only from request threads, never through a relay whose units depend on each other's
-order, so moving them ahead of earlier units changes no outcome.
+deliveries the same; closed loop, two pairs: acks +4 and +10 %, deliveries −2 %. (Measured
+when the runner child's writes went through the web process's writer; they still meet in one
+writer with ``--no-runner-process``.) Webhooks come only from request threads, each
+independent of the units queued before it, so moving them ahead changes no outcome.
 
 The writer thread keeps one connection checked out for its life instead of taking one from
 the pool per batch: the checkout and its return were a fifth of the writer's busy time,
