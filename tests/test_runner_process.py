@@ -75,8 +75,8 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def post(port: int, token: str, n: int) -> None:
-    r = requests.post(f"http://127.0.0.1:{port}/hooks/{token}", json={"n": n}, timeout=5)
+def post(port: int, token: str, n: int, timeout: float = 5) -> None:
+    r = requests.post(f"http://127.0.0.1:{port}/hooks/{token}", json={"n": n}, timeout=timeout)
     assert r.status_code == 202, r.text
 
 
@@ -285,15 +285,16 @@ def stopped(pid: int, timeout: float = 5.0) -> bool:
     return False
 
 
-def stop_child(instance: Path, child: int, holding: bool, nudge: Callable[[int], None], tries: int = 400) -> None:
-    """Stop the child at a moment it holds the writer lock (``holding``) or does not; between
-    tries, ``nudge(i)`` gives it work (a webhook to claim, run and record)."""
+def stop_child(instance: Path, child: int, holding: bool, port: int, token: str, tries: int = 400) -> list[int]:
+    """Stop the child at a moment it holds the writer lock (``holding``) or does not; before
+    each try, a webhook gives it work (a run to claim, deliver and record). Returns the
+    numbers of those webhooks."""
     for i in range(tries):
-        nudge(i)
+        post(port, token, i)
         time.sleep(random.uniform(0, 0.004))
         assert stopped(child)
         if holds_writer_lock(instance, child) == holding:
-            return
+            return list(range(i + 1))
         os.kill(child, signal.SIGCONT)
     raise AssertionError(f"could not stop the child {'while' if holding else 'unless'} it held the lock "
                          f"in {tries} tries")
@@ -315,13 +316,7 @@ def test_a_runner_child_stopped_between_writes_never_holds_up_webhooks(tmp_path)
     with serving_a_recipe(tmp_path) as (sink, server, port, token):
         child = runner_child(server)
         read_until(server, "Hookline worker", 30)
-        sent: list[int] = []
-
-        def nudge(i: int) -> None:
-            post(port, token, i)
-            sent.append(i)
-
-        stop_child(tmp_path / "instance", child, holding=False, nudge=nudge)
+        sent = stop_child(tmp_path / "instance", child, False, port, token)
         try:
             for n in range(1000, 1020):
                 started = time.monotonic()
@@ -343,15 +338,9 @@ def test_a_runner_child_stopped_holding_the_writer_lock_is_killed_and_replaced(t
     with serving_a_recipe(tmp_path) as (sink, server, port, token):
         child = runner_child(server)
         read_until(server, "Hookline worker", 30)
-        sent: list[int] = []
-
-        def nudge(i: int) -> None:
-            post(port, token, i)
-            sent.append(i)
-
-        stop_child(tmp_path / "instance", child, holding=True, nudge=nudge)
+        sent = stop_child(tmp_path / "instance", child, True, port, token)
         started = time.monotonic()
-        post(port, token, 9999)  # waits for the lock the stopped child holds
+        post(port, token, 9999, timeout=30)  # waits for the lock the stopped child holds
         waited = time.monotonic() - started
         assert LOCK_STALL_SECONDS <= waited < LOCK_STALL_SECONDS + 5
         assert wait_gone(child, 10)
@@ -370,8 +359,7 @@ def test_a_runner_child_is_not_killed_for_a_lock_another_process_holds(tmp_path)
         read_until(server, "Hookline worker", 30)
         holder = hold_in_another_process(tmp_path / "instance" / "hookline.db.writer-lock", LOCK_STALL_SECONDS + 1.5)
         started = time.monotonic()
-        r = requests.post(f"http://127.0.0.1:{port}/hooks/{token}", json={"n": 1}, timeout=30)
-        assert r.status_code == 202, r.text
+        post(port, token, 1, timeout=30)
         assert time.monotonic() - started >= LOCK_STALL_SECONDS + 1  # it did wait for that process
         holder.wait(10)
         assert sink.wait_for(1, timeout=20)[0].json() == {"n": 1}
