@@ -184,7 +184,7 @@ def flock_holders(table: str, dev: int, inode: int) -> set[int]:
     of /proc/locks (``1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF``; waiters' lines carry
     ``->`` and are skipped)."""
     file_id = f"{os.major(dev):02x}:{os.minor(dev):02x}:{inode}"
-    pids = set()
+    pids: set[int] = set()
     for line in table.splitlines():
         fields = line.split()
         if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == file_id and fields[4].isdigit():
