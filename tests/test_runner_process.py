@@ -275,11 +275,18 @@ def holds_writer_lock(instance: Path, pid: int) -> bool:
 
 
 def stopped(pid: int, timeout: float = 5.0) -> bool:
-    """SIGSTOP ``pid`` and wait until it is stopped (what it holds then stays held)."""
+    """SIGSTOP ``pid`` and wait until every one of its threads is stopped (what it holds then
+    stays held)."""
     os.kill(pid, signal.SIGSTOP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+        states = set()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                states.add((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                continue  # a thread that ended meanwhile
+        if states == {"T"}:
             return True
         time.sleep(0.001)
     return False
