@@ -154,15 +154,17 @@ class RunnerProcess:
             code = proc.wait()
             if self._stopping.is_set():
                 return
+            runs = "its claimed runs are taken back when their lease expires"
             if self.on_exit is not None and self.owner is not None:
                 try:
                     self.on_exit(self.owner)
+                    runs = "its runs in flight are queued again"
                 except Exception:  # the database may be briefly unavailable: leases still expire
                     log.exception("could not take back the runs of runner child %s", proc.pid)
             failures = 1 if time.monotonic() - started >= STABLE_AFTER else failures + 1
             delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS)) - 1]
-            log.error("runner child process %s exited with %s; starting another in %.0f s "
-                      "(its claimed runs are taken back when their lease expires)", proc.pid, code, delay)
+            log.error("runner child process %s exited with %s; starting another in %.0f s (%s)",
+                      proc.pid, code, delay, runs)
             if self._stopping.wait(delay):
                 return
             try:
