@@ -109,7 +109,7 @@ class WriterSlot:
                 table = fh.read()
         except OSError:
             return None
-        return flock_holders(table, st.st_dev, st.st_ino)
+        return _flock_holders(table, st.st_dev, st.st_ino)
 
     def acquire(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -179,7 +179,7 @@ def _flock_waiter(waits: queue.SimpleQueue[_FlockWait]) -> None:
                 wait.done.set()
 
 
-def flock_holders(table: str, dev: int, inode: int) -> set[int]:
+def _flock_holders(table: str, dev: int, inode: int) -> set[int]:
     """The processes holding a ``flock`` on the file (``dev``, ``inode``), read from the text
     of /proc/locks (``1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF``; waiters' lines carry
     ``->`` and are skipped)."""

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from automations.db import flock_holders
+from automations.db import WriterSlot
 from tests.pg import temp_database
 from tests.sinks import HttpSink, Reply
 from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server, write_recipe
@@ -58,12 +58,16 @@ def runner_child(server: subprocess.Popen, not_pid: int | None = None, timeout: 
     raise AssertionError("no runner child process")
 
 
-def alive(pid: int) -> bool:
+def task_state(stat: Path) -> str | None:
+    """The state letter in a /proc/…/stat file (R, S, T, Z…), None if it is gone."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return stat.read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
-        return False
-    return state != "Z"
+        return None
+
+
+def alive(pid: int) -> bool:
+    return task_state(Path(f"/proc/{pid}/stat")) not in (None, "Z")
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
@@ -269,9 +273,8 @@ def test_runs_of_a_runner_child_that_died_are_taken_back_at_once(tmp_path):
 
 
 def holds_writer_lock(instance: Path, pid: int) -> bool:
-    """Whether ``pid`` holds the SQLite database's writer slot (its file lock), per /proc/locks."""
-    st = (instance / "hookline.db.writer-lock").stat()
-    return pid in flock_holders(Path("/proc/locks").read_text(), st.st_dev, st.st_ino)
+    """Whether ``pid`` holds the SQLite database's writer slot, as serve's watch reads it."""
+    return pid in (WriterSlot(str(instance / "hookline.db")).holders() or set())
 
 
 def stopped(pid: int, timeout: float = 5.0) -> bool:
@@ -280,12 +283,7 @@ def stopped(pid: int, timeout: float = 5.0) -> bool:
     os.kill(pid, signal.SIGSTOP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = set()
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                states.add((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
-            except OSError:
-                continue  # a thread that ended meanwhile
+        states = {task_state(task / "stat") for task in Path(f"/proc/{pid}/task").glob("*")} - {None}
         if states == {"T"}:
             return True
         time.sleep(0.001)

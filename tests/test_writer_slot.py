@@ -127,7 +127,8 @@ def test_the_slot_tells_who_holds_it_and_how_long_it_has_waited(tmp_path: Path) 
     holding the lock (from /proc/locks; not the waiter's own queued request) and how long this
     process has been waiting."""
     if not Path("/proc/locks").exists():
-        pytest.skip("needs Linux's /proc/locks")
+        pytest.skip("the slot names its holders from Linux's /proc/locks; this system has none, so "
+                    "serve's watch over its runner child does not run here either")
     db = tmp_path / "hookline.db"
     slot = WriterSlot(str(db))
     assert slot.holders() is None  # no lock file yet: nobody can hold it

@@ -209,7 +209,7 @@ class RunnerProcess:
         seen = 0
         while not self._stopping.wait(every):
             proc = self.proc
-            if (slot.waited() < LOCK_STALL_SECONDS or proc is None or proc.poll() is not None
+            if (slot.waited() < LOCK_STALL_SECONDS or proc is None
                     or proc.pid not in (slot.holders() or ())):  # another process holds it: not ours to stop
                 seen = 0
                 continue
@@ -219,10 +219,8 @@ class RunnerProcess:
             log.error("runner child process %s has held the database's writer lock for over %.0f s "
                       "(stopped or hung?): killing it so webhooks can be stored", proc.pid, LOCK_STALL_SECONDS)
             with contextlib.suppress(OSError):
-                proc.kill()
+                proc.kill()  # the kernel drops a dead process's locks: one kill per stall
             seen = 0
-            while slot.waited() and not self._stopping.wait(every):
-                pass  # until our writer got the lock: one kill per stall
 
 
 def watch_wake_pipe(fd: int, on_wake: Callable[[], None], on_parent_gone: Callable[[], None]) -> threading.Thread:
