@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from connectors.outbound import OutboundClient
 
 from . import recipes as recipes_mod
+from . import wakeup
 from .clock import Clock, system_clock
 from .db import configure_engine, for_reading, make_session_factory
 from .definitions import DefinitionCache
@@ -42,11 +43,13 @@ class Core:
     runner_threads: int = 32
     retention_days: float = 30.0
     shutdown_seconds: float = 20.0  # on SIGTERM, how long runs in flight may take to finish their step
+    pg_notify: bool = True  # on PostgreSQL: wake runners in other processes (automations/wakeup.py)
     definitions: DefinitionCache = field(default_factory=DefinitionCache)
     session_factory: Callable[[], Session] = field(init=False)
     read_session_factory: Callable[[], Session] = field(init=False)
     read_engine: Engine = field(init=False)
     writer: BatchWriter = field(init=False)
+    broadcaster: wakeup.Broadcaster | None = field(init=False)
     _tokens: dict[str, int] = field(default_factory=dict, init=False)
     _versions: TtlCache[int, int | None] = field(init=False)
     _connections: TtlCache[int, Any] = field(init=False)
@@ -58,6 +61,7 @@ class Core:
         self.read_session_factory = make_session_factory(self.engine, read_only=True)
         self.read_engine = for_reading(self.engine)
         self.writer = BatchWriter(self.engine)
+        self.broadcaster = wakeup.Broadcaster(self.engine) if self.wakes_other_processes else None
         self._versions = TtlCache(self._read_versions, lambda: SETTINGS_TTL)
         self._connections = TtlCache(self._read_connections, lambda: CONNECTIONS_TTL)
 
@@ -132,6 +136,17 @@ class Core:
             self._signing[cid] = hit
         return hit[1]
 
+    @property
+    def wakes_other_processes(self) -> bool:
+        return self.pg_notify and wakeup.supported(self.engine)
+
+    def announce_runs(self) -> None:
+        """Runs were just committed: wake the runners of other processes (PostgreSQL), which
+        would otherwise find them at their next poll. This process's own runner is woken by
+        its caller. Never blocks."""
+        if self.broadcaster is not None:
+            self.broadcaster.notify()
+
     def forget_token(self, token: str) -> None:
         self._tokens.pop(token, None)
 
@@ -143,6 +158,8 @@ class Core:
         its lifetime; this is for those that build several (tests, tools embedding Hookline),
         where each would otherwise keep its thread and its SQLite files open."""
         self.writer.stop()
+        if self.broadcaster is not None:
+            self.broadcaster.stop()
         self.engine.dispose()
 
 
@@ -166,4 +183,5 @@ def build_core(engine: Engine, config: dict[str, Any], instance_path: str | Path
         runner_threads=int(config.get("RUNNER_THREADS", 32)),
         retention_days=float(config.get("RETENTION_DAYS", 30)),
         shutdown_seconds=float(config.get("SHUTDOWN_SECONDS", 20.0)),
+        pg_notify=bool(config.get("PG_NOTIFY", True)),
     )

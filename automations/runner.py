@@ -3,7 +3,8 @@
 APScheduler drives time (a periodic tick for due retries and for runs other processes
 queued; lease renewal and a lease sweep; retention), the database decides what runs. A run
 created in this process starts at once: the inbound endpoint calls :meth:`Runner.notify`
-after its commit, so nothing waits for the next poll.
+after its commit, so nothing waits for the next poll. On PostgreSQL a run queued by another
+process does too: the runner LISTENs for the NOTIFY that process sends (automations/wakeup.py).
 
 Leases: a run is claimed for LEASE_SECONDS, and every third of that the runner extends the
 leases of all the runs it holds, in one statement, so a run that takes longer than a lease
@@ -29,7 +30,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Connection
 
-from . import queue, retention
+from . import queue, retention, wakeup
 from .core import Core
 from .executor import LeaseLost, execute, read_claimed
 from .writer import STARTED_GRACE, Abandoned
@@ -78,6 +79,7 @@ class Runner:
         self._backlog = False
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="hookline-dispatch", daemon=True)
         self._scheduler = BackgroundScheduler(timezone="UTC")
+        self._listener = wakeup.Listener(core.engine, self.notify) if core.wakes_other_processes else None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Runner:
@@ -95,6 +97,8 @@ class Runner:
                                     max_instances=1, coalesce=True)
         self._scheduler.start()
         self._dispatcher.start()
+        if self._listener is not None:
+            self._listener.start()
         self.notify()
         return self
 
@@ -109,6 +113,8 @@ class Runner:
         deadline = time.monotonic() + timeout  # one bound for the whole stop
         self._stopping.set()
         self._wake.set()
+        if self._listener is not None:
+            self._listener.stop(timeout=0)  # a daemon thread: it ends within a second on its own
         if self._scheduler.running:  # only lease renewal goes on while runs drain
             for job in self._scheduler.get_jobs():
                 if job.id != RENEW_JOB:

@@ -42,6 +42,10 @@ DEFAULTS: dict[str, Any] = {
     # before exiting; runs still going then are queued again for the next start.
     "SHUTDOWN_SECONDS": 20.0,
     "POLL_INTERVAL": 1.0,
+    # PostgreSQL: processes that queue runs NOTIFY, runners LISTEN, so a worker in another
+    # process starts a new run at once instead of at its next poll (automations/wakeup.py).
+    # Off behind a pooler in transaction mode (PgBouncer), where LISTEN cannot work.
+    "PG_NOTIFY": True,
     "RUNS_PER_PAGE": 50,
     "INBOUND_RATE": 1000.0,        # requests per second per inbound URL (burst: 2 s worth); 0: off
     "NOT_FOUND_RATE": 1.0,         # requests per second per client address to unknown URLs (burst 30)

@@ -38,11 +38,17 @@ def core() -> Core:
     return current_app.extensions["hookline"]
 
 
-def notify_runner() -> None:
-    """Wake the in-process runner, if this process has one, so a new run starts at once."""
-    runner = current_app.extensions.get("hookline_runner")
+def wake_runners(app: Flask) -> None:
+    """Runs were just committed: wake this process's runner (or runner child), if it has one,
+    and on PostgreSQL every worker listening, so the runs start at once, not at a poll."""
+    runner = app.extensions.get("hookline_runner")
     if runner is not None:
         runner.notify()
+    app.extensions["hookline"].announce_runs()
+
+
+def notify_runner() -> None:
+    wake_runners(current_app)
 
 
 def init_app(app: Flask) -> None:

@@ -33,6 +33,8 @@ from automations.core import Core
 from automations.ratelimit import RateLimiter, retry_after_header
 from automations.writer import STARTED_GRACE, Abandoned
 
+from .extensions import wake_runners
+
 PREFIX = "/hooks/"
 METHODS = ("GET", "POST", "PUT", "PATCH")
 ALLOW = ", ".join((*METHODS, "HEAD", "OPTIONS"))
@@ -177,9 +179,7 @@ class InboundEndpoint:
             return Reply.error(401, "signature verification failed")
         if accepted.duplicate:  # already have it: 200, so the sender stops retrying
             return Reply.json(200, {"run_id": accepted.run_id, "status": "duplicate"})
-        runner = self.app.extensions.get("hookline_runner")
-        if runner is not None:
-            runner.notify()  # the run starts now, not at the runner's next poll
+        wake_runners(self.app)  # the run starts now, not at a runner's next poll
         return Reply.json(202, {"run_id": accepted.run_id, "status": accepted.status})
 
     def _verification_failure(self, hookline: Core, settings: dict, req: inbound.InboundRequest,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
@@ -19,7 +20,7 @@ from automations.history import RunFilter
 from automations.models import Event, Recipe, Run, RunStatus
 
 from .auth import requires
-from .extensions import core, db, notify_runner
+from .extensions import core, db, notify_runner, wake_runners
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
@@ -101,9 +102,8 @@ def bulk_start() -> Response:
     if run_filter.max_id is None:
         flash("The confirmation was incomplete; please confirm again.", "error")
         return redirect(url_for(".bulk_confirm", **args))
-    runner = current_app.extensions.get("hookline_runner")
     job = bulk.start_replay(core(), run_filter, request.form.get("version") != "original",
-                            notify=runner.notify if runner is not None else None)
+                            notify=partial(wake_runners, current_app._get_current_object()))
     return redirect(url_for(".bulk_progress", job_id=job.id))
 
 
