@@ -43,7 +43,8 @@ def start_server(instance: Path, port: int, *args: str, env: dict[str, str] | No
     raise AssertionError("server did not start")
 
 
-def write_recipe(instance: Path, sink_url: str) -> str:
+def write_recipe(instance: Path, sink_url: str, env: dict[str, str] | None = None) -> str:
+    """Imports the one-step recipe the process tests deliver with (``env``: e.g. another database)."""
     recipe_file = instance.parent / "recipe.yaml"
     token = "crash-test-token-0123456789abcdef"
     recipe_file.write_text(f"""
@@ -57,7 +58,7 @@ recipes:
         inputs: {{method: POST, url: "{sink_url}/in", body_type: json, body: '{{"n": {{{{ n }}}}}}'}}
 """)
     subprocess.run([*HOOKLINE, "import", "--instance", str(instance), str(recipe_file)], cwd=ROOT,
-                   check=True, capture_output=True)
+                   env=env, check=True, capture_output=True)
     return token
 
 

@@ -19,14 +19,13 @@ from sqlalchemy import create_engine, text
 
 from tests.pg import temp_database
 from tests.sinks import HttpSink
-from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server
+from tests.test_crash_recovery import HOOKLINE, ROOT, free_port, start_server, write_recipe
 
 pytestmark = pytest.mark.postgres
 
 SLOW_POLL = "60"
 LISTENER, SENDER = "hookline wake-up listener", "hookline wake-up sender"
 T = TypeVar("T")
-TOKEN = "pg-wakeup-token-0123456789abcdef0123"
 
 
 @pytest.fixture
@@ -38,22 +37,6 @@ def _env(pg_url: str, **settings: str) -> dict[str, str]:
     return {**os.environ, "HOOKLINE_DATABASE_URL": pg_url, "HOOKLINE_OUTBOUND_ALLOWLIST": "127.0.0.0/8",
             "HOOKLINE_POLL_INTERVAL": SLOW_POLL, "HOOKLINE_RUNNER_THREADS": "2",
             **{f"HOOKLINE_{k}": v for k, v in settings.items()}}
-
-
-def _import_recipe(instance: Path, sink_url: str, env: dict[str, str]) -> None:
-    recipe_file = instance.parent / "recipe.yaml"
-    recipe_file.write_text(f"""
-recipes:
-  - name: wake-up
-    token: {TOKEN}
-    fields: [{{name: n, path: $.n}}]
-    steps:
-      - key: deliver
-        action: http_request
-        inputs: {{method: POST, url: "{sink_url}/in", body_type: json, body: '{{"n": {{{{ n }}}}}}'}}
-""")
-    subprocess.run([*HOOKLINE, "import", "--instance", str(instance), str(recipe_file)], cwd=ROOT,
-                   env=env, check=True, capture_output=True)
 
 
 def _backends(pg_url: str, application_name: str) -> list[int]:
@@ -87,9 +70,6 @@ def _wait_for(what: str, check: Callable[[], T], timeout: float = 20.0) -> T:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _post(port: int, n: int) -> None:
-    r = requests.post(f"http://127.0.0.1:{port}/hooks/{TOKEN}", json={"n": n}, timeout=10)
-    assert r.status_code == 202, r.text
 
 
 class _Layout:
@@ -99,7 +79,7 @@ class _Layout:
     def __init__(self, tmp_path: Path, pg_url: str, sink_url: str, **settings: str) -> None:
         self.instance = tmp_path / "instance"
         self.env = _env(pg_url, **settings)
-        _import_recipe(self.instance, sink_url, self.env)
+        self.token = write_recipe(self.instance, sink_url, self.env)
         self.port = free_port()
         self.web = start_server(self.instance, self.port, "--no-worker", env=self.env)
         self.worker: subprocess.Popen | None = None
@@ -121,6 +101,10 @@ class _Layout:
         self.reader.join(10)  # to the end of its output
         return "".join(self.lines)
 
+    def post(self, n: int) -> None:
+        r = requests.post(f"http://127.0.0.1:{self.port}/hooks/{self.token}", json={"n": n}, timeout=10)
+        assert r.status_code == 202, r.text
+
     def close(self) -> None:
         for proc in (self.web, self.worker):
             if proc is not None and proc.poll() is None:
@@ -134,7 +118,7 @@ def test_a_worker_on_postgres_starts_a_run_the_web_process_queued_at_once(tmp_pa
         try:
             _wait_for("the worker to listen", lambda: _backends(pg_url, LISTENER))
             for n in range(3):
-                _post(layout.port, n)
+                layout.post(n)
             got = sink.wait_for(3, timeout=20)  # a third of the worker's poll interval
             assert sorted(r.json()["n"] for r in got) == [0, 1, 2]
             assert _backends(pg_url, SENDER)  # the web process's one connection for NOTIFY
@@ -149,14 +133,14 @@ def test_wake_ups_resume_after_the_database_drops_their_connections(tmp_path, pg
         layout = _Layout(tmp_path, pg_url, sink.url)
         try:
             listener = _wait_for("the worker to listen", lambda: _backends(pg_url, LISTENER))
-            _post(layout.port, 1)
+            layout.post(1)
             sink.wait_for(1, timeout=20)
             sender = _wait_for("the web process's sender", lambda: _backends(pg_url, SENDER))
 
             _terminate(pg_url, listener + sender)
             _wait_for("the worker to listen again",
                       lambda: [p for p in _backends(pg_url, LISTENER) if p not in listener])
-            _post(layout.port, 2)  # its NOTIFY finds the sender's connection dead, reconnects, sends
+            layout.post(2)  # its NOTIFY finds the sender's connection dead, reconnects, sends
             assert [r.json()["n"] for r in sink.wait_for(2, timeout=20)] == [1, 2]
             assert [p for p in _backends(pg_url, SENDER) if p not in sender]
             log = layout.stop_worker()
@@ -173,7 +157,7 @@ def test_with_pg_notify_off_a_worker_finds_runs_by_polling_only(tmp_path, pg_url
         layout = _Layout(tmp_path, pg_url, sink.url, PG_NOTIFY="false")
         try:
             time.sleep(1.0)  # the worker's start-up claim, which could take the run, is behind it
-            _post(layout.port, 1)
+            layout.post(1)
             time.sleep(2.0)
             assert sink.requests == []
             assert _backends(pg_url, LISTENER) == [] and _backends(pg_url, SENDER) == []
