@@ -2,6 +2,7 @@
 running here, so runs stay queued (or held) unless a test records steps itself."""
 from __future__ import annotations
 
+import html
 import re
 from datetime import datetime
 
@@ -223,3 +224,71 @@ def test_a_page_being_rendered_does_not_hold_up_webhooks(tmp_path):
             assert len(db.session.scalars(select(Run)).all()) == 2
     finally:
         live.close()
+
+
+def test_the_list_says_why_runs_failed_and_when_a_failing_one_tries_again(tmp_path):
+    """Reported: "the run history shows a run that failed and waits for its retry as 'queued',
+    like a new one, and I have to open every run to see why it failed." Real runner, real
+    receiver: one recipe's receiver is busy (503: retried), the other's refuses (422: failed)."""
+    from tests.live import LiveServer, make_live_app
+    from tests.sinks import HttpSink, Reply
+    from tests.test_e2e import wait_run
+
+    def receiver(req):
+        if req.path.startswith("/busy"):
+            return Reply(503, "busy, try later")
+        return Reply(422, {"error": "email invalid", "detail": "x" * 300})
+
+    with HttpSink(receiver) as sink:
+        app = make_live_app(tmp_path)
+        tokens = {}
+        with app.app_context():
+            for path in ("busy", "bad"):
+                tokens[path] = recipes.create(db.session, path, {"steps": [
+                    {"key": "send", "action": "http_request",
+                     "inputs": {"method": "POST", "url": f"{sink.url}/{path}", "body_type": "json", "body": "{}"}}]}).token
+        server = LiveServer(app)
+        try:
+            busy = server.post(tokens["busy"], json={}).json()["run_id"]
+            bad = server.post(tokens["bad"], json={}).json()["run_id"]
+            assert wait_run(app, bad) == "failed"
+            sink.wait_for(2)
+            wait_run(app, busy, statuses=("queued",))
+            with app.app_context():  # the busy run's first attempt is recorded: it waits for its retry
+                assert db.session.get(Run, busy).error
+        finally:
+            server.close()
+        page = signed_in_client(app).get("/runs/").get_data(as_text=True)
+
+    rows = {int(m.group(1)): m.group(0) for m in re.finditer(r'<a href="/runs/(\d+)">#.*?</tr>', page, re.DOTALL)}
+    waiting = re.search(r'run-waiting">retry in (\d+) s<', rows[busy])
+    assert waiting and 10 <= int(waiting.group(1)) <= 36  # the first retry: 30 s ± 20 % after the attempt
+    assert "HTTP 503" in rows[busy] and "busy, try later" in rows[busy]
+    assert "run-waiting" not in rows[bad]
+    whole, shown = map(html.unescape, re.search(r'class="small run-error" title="([^"]*)">([^<]*)<', rows[bad]).groups())
+    assert shown.startswith("step 'send' (http_request): HTTP 422") and '"email invalid"' in shown
+    assert len(shown) <= 100 and shown.endswith("…")
+    assert whole.startswith(shown[:-1]) and len(whole) > 200  # the whole message on hover
+
+
+def test_the_list_says_when_a_delayed_run_resumes_and_when_a_retry_is_due(app):
+    """The other waits a queued run shows: the end of a "Delay for" step (no error: nothing
+    failed), and a retry whose time has come but no runner has claimed yet."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from web.extensions import core
+    from web.ui import waiting_note
+
+    with app.app_context():
+        now = core().clock.now()
+
+        def note(status, in_seconds, error=None):
+            return waiting_note(SimpleNamespace(status=status, error=error,
+                                                next_attempt_at=now + timedelta(seconds=in_seconds)))
+
+        assert note("queued", 330) == "resumes in 5 min"
+        assert note("queued", 330, error="HTTP 503") == "retry in 5 min"
+        assert note("queued", -2, error="HTTP 503") == "retry due now"
+        assert note("running", 300, error="HTTP 503") == ""
+        assert waiting_note(SimpleNamespace(status="queued", error=None, next_attempt_at=None)) == ""

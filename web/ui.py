@@ -56,6 +56,25 @@ def ago(when: datetime, now: datetime | None = None) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
+@bp.app_template_filter("waiting_note")
+def waiting_note(run: Any) -> str:
+    """What a queued run waits for, for the run list: a retry after a failed attempt (the
+    run has an error) or the end of a "Delay" step; "" for a run simply waiting its turn."""
+    if run.status != "queued" or run.next_attempt_at is None:
+        return ""
+    what = "retry" if run.error else "resumes"
+    if run.next_attempt_at <= core().clock.now():
+        return f"{what} due now"
+    return f"{what} {ago(run.next_attempt_at)}"
+
+
+@bp.app_template_filter("one_line")
+def one_line(text: str | None, limit: int = 100) -> str:
+    """The first line of a message, cut to ``limit`` characters (the whole on hover)."""
+    line = next((part.strip() for part in (text or "").splitlines() if part.strip()), "")
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
+
+
 @bp.app_template_filter("duration")
 def duration(ms: int | None) -> str:
     if ms is None:
