@@ -76,9 +76,48 @@ def last_runs(session: Session, recipe_ids: list[int]) -> dict[int, Run]:
     return {r.recipe_id: r for r in session.scalars(select(Run).where(Run.id.in_(newest)))}
 
 
-def latest_event(session: Session, recipe_id: int) -> Event | None:
-    """The newest event a recipe received: the sample the field picker offers."""
-    return session.scalar(select(Event).where(Event.recipe_id == recipe_id).order_by(Event.id.desc()).limit(1))
+SAMPLE_CHOICES = 10
+STRUCTURED_KINDS = ("json", "form", "multipart", "xml")
+
+
+@dataclass(frozen=True)
+class SampleChoice:
+    """One of the recent events the recipe editor offers as its sample (no body: the list
+    must not load ten bodies of up to MAX_BODY_BYTES each)."""
+
+    id: int
+    received_at: datetime
+    body_kind: str
+    size: int
+    parse_failed: bool
+
+    @property
+    def structured(self) -> bool:
+        """A body with fields to pick: what makes a useful sample."""
+        return not self.parse_failed and self.body_kind in STRUCTURED_KINDS
+
+
+def sample_choices(session: Session, recipe_id: int, limit: int = SAMPLE_CHOICES) -> list[SampleChoice]:
+    """The recipe's newest events, newest first."""
+    rows = session.execute(
+        select(Event.id, Event.received_at, Event.body_kind, func.length(Event.body_raw), Event.parse_error)
+        .where(Event.recipe_id == recipe_id).order_by(Event.id.desc()).limit(limit))
+    return [SampleChoice(id=i, received_at=at, body_kind=kind, size=size or 0, parse_failed=error is not None)
+            for i, at, kind, size, error in rows]
+
+
+def sample_event(session: Session, recipe_id: int, choices: list[SampleChoice],
+                 chosen: int | None = None) -> Event | None:
+    """The event the editor shows fields and a preview for: the one chosen if it is still one
+    of the recipe's recent events; else the newest with a structured body, since a test event
+    that failed to parse (or a stray GET, or a health probe) would otherwise hide every usable
+    sample; else the newest."""
+    ids = [c.id for c in choices]
+    if chosen not in ids:
+        chosen = next((c.id for c in choices if c.structured), ids[0] if ids else None)
+    if chosen is None:
+        return None
+    return session.scalar(select(Event).where(Event.id == chosen, Event.recipe_id == recipe_id))
 
 
 def replay(session: Session, run: Run, *, current_version: bool = True,

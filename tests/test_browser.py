@@ -247,6 +247,32 @@ LEAVING = """window.addEventListener("pagehide", function () {
 })"""
 
 
+def test_choosing_another_sample_event_shows_its_fields_keeping_what_was_typed(served, page):
+    """Two events with different shapes: the editor starts on the newest; choosing the older
+    one in the list shows its paths and previews it, and the unsaved form comes along."""
+    app, base_url = served
+    with app.app_context():
+        recipe = recipes.create(db.session, "Orders", {"fields": [{"name": "email", "path": "$.email"}], "steps": [
+            {"key": "crm", "action": "http_request",
+             "inputs": {"method": "POST", "url": "https://crm.example/", "body_type": "json", "body": "{}"}}]})
+        recipe_id, token = recipe.id, recipe.token
+    for body in ({"email": "ann@example.com", "plan": {"tier": "gold"}}, {"email": "bob@example.com", "coupon": "X1"}):
+        assert requests.post(f"{base_url}/hooks/{token}", json=body, timeout=10).status_code == 202
+    sign_in(page, base_url)
+    page.goto(f"/recipes/{recipe_id}/edit")
+    picker = page.locator("#field-picker")
+    expect(picker.locator('button.pick[data-path="$.coupon"]')).to_be_visible()
+    expect(page.get_by_role("button", name="Use this event")).to_be_hidden()  # choosing is enough
+    page.fill("#steps-0-inputs-body", '{"to": "{{ email }}"}')  # typed, not saved
+    page.select_option("#sample_event", index=1)
+    expect(picker.locator('button.pick[data-path="$.plan.tier"]')).to_be_visible()
+    expect(picker.locator('button.pick[data-path="$.coupon"]')).to_have_count(0)
+    expect(page.locator("#steps-0-inputs-body")).to_have_value('{"to": "{{ email }}"}')
+    expect(page.locator('#preview [data-input="body"]')).to_contain_text('{"to": "ann@example.com"}')
+    with app.app_context():
+        assert db.session.get(Recipe, recipe_id).current_version == 1
+
+
 def test_double_clicking_send_a_test_message_sends_one(served, page):
     app, base_url = served
     contract = SlackLike()

@@ -3,9 +3,12 @@ a run computes it, without sending anything."""
 from __future__ import annotations
 
 import html
+import re
+
+from sqlalchemy import select
 
 from automations import recipes as recipes_mod
-from automations.models import Recipe
+from automations.models import Event, Recipe
 from automations.preview import preview
 from tests.conftest import signed_in_client
 from tests.sinks import HttpSink
@@ -187,3 +190,70 @@ def test_a_slow_preview_does_not_hold_up_webhooks(tmp_path) -> None:
         assert resp.status_code == 202 and waited < 1.0, (resp.status_code, waited)
     finally:
         live.close()
+
+
+def _three_events(app, client, sink_url: str) -> tuple[int, list[int]]:
+    """Ann's order, then Bob's, then a test request whose JSON did not parse (the newest)."""
+    recipe_id = _recipe_with_sample(app, client, sink_url)
+    with app.app_context():
+        token = db.session.get(Recipe, recipe_id).token
+    client.post(f"/hooks/{token}", json={"customer": {"email": "bob@example.com", "tier": "gold"}})
+    client.post(f"/hooks/{token}", data="{not json", content_type="application/json")
+    with app.app_context():
+        ids = list(db.session.scalars(select(Event.id).where(Event.recipe_id == recipe_id).order_by(Event.id)))
+    return recipe_id, ids
+
+
+def test_the_editor_samples_the_newest_readable_event_not_a_broken_one(app, client) -> None:
+    """Reported: "after one bad test request, the field picker showed nothing and the preview
+    said the body could not be read, although the tool had sent good events before"."""
+    with HttpSink() as sink:
+        recipe_id, (ann, bob, broken) = _three_events(app, client, sink.url)
+        page = html.unescape(client.get(f"/recipes/{recipe_id}/edit").get_data(as_text=True))
+    assert 'data-path="$.customer.tier"' in page  # Bob's event: the newest that parsed
+    assert '"bob@example.com"' in page.split('id="preview"')[1]
+    options = re.findall(r'<option value="(\d+)"( selected)?>([^<]*)</option>', page)
+    assert [int(v) for v, _sel, _label in options] == [broken, bob, ann]  # every recent one, newest first
+    assert [int(v) for v, sel, _label in options if sel] == [bob]
+    assert "could not be read" in options[0][2] and "could not be read" not in options[1][2]
+
+
+def test_choosing_another_sample_changes_the_paths_and_the_preview(app, client) -> None:
+    with HttpSink() as sink:
+        recipe_id, (ann, _bob, broken) = _three_events(app, client, sink.url)
+        form = recipe_form(fields=[("email", "$.customer.email")],
+                           steps=[{"action": "http_request", "key": "crm", "inputs": {
+                               "method": "POST", "url": sink.url + "/c", "body_type": "json",
+                               "body": '{"email": "{{ email }}"}'}}])
+        # Without JavaScript: the "Use this event" button re-renders the editor, saving nothing.
+        page = html.unescape(client.post(f"/recipes/{recipe_id}/edit", data={
+            **form, "sample_event": str(ann), "refresh_preview": "1"}).get_data(as_text=True))
+        assert 'data-path="$.customer.name"' in page and 'data-path="$.customer.tier"' not in page
+        assert '{"email": "ann@example.com"}' in page
+        assert re.search(rf'<option value="{ann}" selected>', page)
+        # The live preview the script fetches follows the same choice.
+        panel = html.unescape(client.post(f"/recipes/{recipe_id}/preview",
+                                          data={**form, "sample_event": str(ann)}).get_data(as_text=True))
+        assert '{"email": "ann@example.com"}' in panel and f"event #{ann}" in panel
+        # The broken one can be chosen, and says why it cannot be previewed.
+        panel = html.unescape(client.post(f"/recipes/{recipe_id}/preview",
+                                          data={**form, "sample_event": str(broken)}).get_data(as_text=True))
+        assert f"Event #{broken}'s body could not be read" in panel
+        with app.app_context():
+            assert db.session.get(Recipe, recipe_id).current_version == 1
+        assert sink.requests == []
+
+
+def test_a_sample_from_another_recipe_is_not_shown(app, client) -> None:
+    """The choice arrives from the browser: an id that is not one of this recipe's recent
+    events falls back to the default instead of showing another recipe's payload."""
+    with HttpSink() as sink:
+        recipe_id, (_ann, bob, _broken) = _three_events(app, client, sink.url)
+        other = create(client, name="Other", fields=[("x", "$.x")])
+        with app.app_context():
+            token = db.session.get(Recipe, other).token
+        client.post(f"/hooks/{token}", json={"secret": "other recipe's payload"})
+        with app.app_context():
+            foreign = db.session.scalar(select(Event.id).where(Event.recipe_id == other))
+        page = client.get(f"/recipes/{recipe_id}/edit?sample_event={foreign}").get_data(as_text=True)
+    assert "other recipe" not in page and re.search(rf'<option value="{bob}" selected>', page)

@@ -5,6 +5,7 @@ Views parse the form, call ``automations.recipes`` and render; every rule lives 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -38,12 +39,23 @@ def _connections() -> list[Connection]:
     return list(db.session.scalars(select(Connection).order_by(Connection.name)))
 
 
-def _sample(recipe: Recipe) -> tuple[Event | None, list[dict[str, Any]]]:
-    """The latest event received for the recipe and its paths, for the field picker."""
-    event = history.latest_event(db.session, recipe.id)
-    if event is None or event.body is None:
-        return event, []
-    return event, sample_paths(event.body)
+@dataclass
+class _Sample:
+    """The editor's sample: the event its field picker and preview use, its paths, and the
+    recent events it can be switched to (``sample_event`` in the form or the query)."""
+
+    event: Event | None = None
+    paths: list[dict[str, Any]] = field(default_factory=list)
+    choices: list[history.SampleChoice] = field(default_factory=list)
+
+
+def _sample(recipe: Recipe | None) -> _Sample:
+    if recipe is None:
+        return _Sample()
+    choices = history.sample_choices(db.session, recipe.id)
+    event = history.sample_event(db.session, recipe.id, choices, request.values.get("sample_event", type=int))
+    paths = sample_paths(event.body) if event is not None and event.body is not None else []
+    return _Sample(event, paths, choices)
 
 
 def _actions_by_group() -> list[tuple[str, list[Any]]]:
@@ -70,10 +82,11 @@ def _save(editor: RecipeEditor, write: Callable[[str, dict[str, Any]], Recipe]) 
 
 
 def _edit_page(editor: RecipeEditor, recipe: Recipe | None) -> str:
-    event, paths = _sample(recipe) if recipe else (None, [])
-    return render_template("recipes/edit.html", editor=editor, recipe=recipe, sample=event,
-                           paths=paths, groups=_actions_by_group(), credentials=CREDENTIALS,
-                           default_rule=recipes.DEFAULT_RULE, preview=_preview(editor, event))
+    sample = _sample(recipe)
+    return render_template("recipes/edit.html", editor=editor, recipe=recipe, sample=sample.event,
+                           paths=sample.paths, sample_choices=sample.choices, groups=_actions_by_group(),
+                           credentials=CREDENTIALS, default_rule=recipes.DEFAULT_RULE,
+                           preview=_preview(editor, sample.event))
 
 
 def _preview(editor: RecipeEditor, event: Event | None) -> Preview | None:
@@ -141,7 +154,7 @@ def preview_panel(recipe_id: int) -> str:
     """The live preview alone, for the editor's script to refresh as the user types."""
     recipe = _recipe(recipe_id)
     editor, _ = RecipeEditor.from_post(request.form, _connections(), recipes.current_definition(recipe).get("settings"))
-    event, _paths = _sample(recipe)
+    event = _sample(recipe).event
     return render_template("recipes/_preview.html", recipe=recipe, sample=event, preview=_preview(editor, event))
 
 

@@ -56,6 +56,12 @@ def ago(when: datetime, now: datetime | None = None) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
+@bp.app_template_filter("ago")
+def ago_text(when: datetime) -> str:
+    """"3 min ago" as plain text, where markup cannot go (an <option>)."""
+    return ago(when)
+
+
 @bp.app_template_filter("waiting_note")
 def waiting_note(run: Any) -> str:
     """What a queued run waits for, for the run list: a retry after a failed attempt (the

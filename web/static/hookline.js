@@ -107,6 +107,17 @@
     });
   }
 
+  // A select whose choice re-renders the page (the editor's sample event: its paths come from
+  // the server): choosing submits through its button, which without this file is clicked by hand.
+  function initSubmitOnChange() {
+    document.querySelectorAll("select[data-submit-with]").forEach(function (select) {
+      var button = document.getElementById(select.dataset.submitWith);
+      if (!button) { return; }
+      button.hidden = true;
+      select.addEventListener("change", function () { button.click(); });
+    });
+  }
+
   // De-duplication: the id field's placeholder follows "drop repeated deliveries by".
   function initDedupe() {
     var select = document.getElementById("delivery-dedupe_by");
@@ -220,6 +231,6 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    initCopy(); initPicker(); initDedupe(); initChoiceBlocks(); initPreview(); initSubmitOnce();
+    initCopy(); initPicker(); initSubmitOnChange(); initDedupe(); initChoiceBlocks(); initPreview(); initSubmitOnce();
   });
 }());
