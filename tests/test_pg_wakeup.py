@@ -166,3 +166,24 @@ def test_with_pg_notify_off_a_worker_finds_runs_by_polling_only(tmp_path, pg_url
             assert sink.wait_for(1, timeout=20)[0].json() == {"n": 1}
         finally:
             layout.close()
+
+
+def test_serve_with_its_own_runner_wakes_it_without_notify(tmp_path, pg_url):
+    """``serve`` wakes its runner child through a pipe; NOTIFYs on top cost it CPU and ack
+    latency for nobody. Its child still listens, for web processes without a runner."""
+    with HttpSink() as sink:
+        instance = tmp_path / "instance"
+        env = _env(pg_url)
+        token = write_recipe(instance, sink.url, env)
+        port = free_port()
+        serve = start_server(instance, port, env=env)
+        try:
+            _wait_for("the runner child to listen", lambda: _backends(pg_url, LISTENER))
+            for n in range(3):
+                r = requests.post(f"http://127.0.0.1:{port}/hooks/{token}", json={"n": n}, timeout=10)
+                assert r.status_code == 202
+            assert len(sink.wait_for(3, timeout=20)) == 3
+            assert _backends(pg_url, SENDER) == []
+        finally:
+            serve.kill()
+            serve.wait(10)

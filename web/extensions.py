@@ -39,12 +39,16 @@ def core() -> Core:
 
 
 def wake_runners(app: Flask) -> None:
-    """Runs were just committed: wake this process's runner (or runner child), if it has one,
-    and on PostgreSQL every worker listening, so the runs start at once, not at a poll."""
+    """Runs were just committed: start them at once, not at a poll. A process with a runner of
+    its own (or a runner child) wakes it; one without (``serve --no-worker``, gunicorn) wakes
+    the workers listening on PostgreSQL. Not both: ``serve`` on PostgreSQL spent 8-14 % more
+    CPU and doubled its ack p99 at 400 webhooks/s sending NOTIFYs its own runner did not need
+    (bench/README.md, "sixteenth session"); other workers beside it find the rest by polling."""
     runner = app.extensions.get("hookline_runner")
     if runner is not None:
         runner.notify()
-    app.extensions["hookline"].announce_runs()
+    else:
+        app.extensions["hookline"].announce_runs()
 
 
 def notify_runner() -> None:
