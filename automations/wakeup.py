@@ -3,9 +3,10 @@
 In one ``serve`` the web process wakes its runner directly (a call, or a pipe to its child).
 Scale-out workers on PostgreSQL are other processes, often on other machines: without this
 they find a run queued by a web process only at their next poll (``POLL_INTERVAL``, 1 s),
-so each delivery waited half a second on average. Now a process that queues runs sends
-``NOTIFY hookline_runs`` after its commit and every runner listening on that channel
-claims at once, as n8n's queue mode does through Redis, but with nothing more to run.
+so each delivery waited half a second on average. Now a process that queues runs and has no
+runner of its own (``serve --no-worker``, gunicorn) sends ``NOTIFY hookline_runs`` after its
+commit and every runner listening on that channel claims at once, as n8n's queue mode does
+through Redis, but with nothing more to run.
 
 Notifications only hasten what polling does anyway: one lost while a connection is down
 (or behind a pooler in transaction mode, where LISTEN does not work) delays that run until

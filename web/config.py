@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     # before exiting; runs still going then are queued again for the next start.
     "SHUTDOWN_SECONDS": 20.0,
     "POLL_INTERVAL": 1.0,
-    # PostgreSQL: processes that queue runs NOTIFY, runners LISTEN, so a worker in another
+    # PostgreSQL: web processes without a runner NOTIFY, runners LISTEN, so a worker in another
     # process starts a new run at once instead of at its next poll (automations/wakeup.py).
     # Off behind a pooler in transaction mode (PgBouncer), where LISTEN cannot work.
     "PG_NOTIFY": True,
