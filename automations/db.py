@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .jsonable import finite, json_default
@@ -40,6 +41,19 @@ def is_sqlite(url_or_engine: Any) -> bool:
 
 
 PG_POOL_KEPT, PG_POOL_MAX = 5, 15  # per process; see engine_options
+# libpq settings for every PostgreSQL connection, unless the database URL sets its own: a peer
+# gone without a word (a partition, a failover that drops packets) is found within about a
+# minute, where a statement would otherwise wait for the kernel's retransmission timeout (~15
+# min) with the writer, and every webhook behind it, stuck. The user timeout counts only data
+# the server has not acknowledged, so a long query is not cut short.
+PG_TCP_SETTINGS = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                   "keepalives_count": 3, "tcp_user_timeout": 30_000}
+
+
+def pg_tcp_settings(url: Any) -> dict[str, Any]:
+    """PG_TCP_SETTINGS less those the URL's query sets."""
+    query = make_url(url).query
+    return {k: v for k, v in PG_TCP_SETTINGS.items() if k not in query}
 
 
 def dumps_json(value: Any) -> str:
@@ -74,7 +88,7 @@ def engine_options(url: str, pool_size: int = 20) -> dict[str, Any]:
     # count, three workers and a web process used 90+ connections and the next was refused.
     kept = min(pool_size, PG_POOL_KEPT)
     return {"pool_size": kept, "max_overflow": PG_POOL_MAX - kept, "pool_pre_ping": True,
-            "json_serializer": dumps_json}
+            "json_serializer": dumps_json, "connect_args": pg_tcp_settings(url)}
 
 
 class WriterSlot:

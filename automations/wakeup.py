@@ -24,17 +24,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from .db import pg_tcp_settings
+
 log = logging.getLogger("hookline.wakeup")
 
 CHANNEL = "hookline_runs"
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # between reconnection attempts
 LIVENESS_SECONDS = 30.0  # a listener checks its connection this often (a dead peer sends nothing)
-# libpq settings for the two long-lived connections, unless the database URL sets its own: a
-# peer gone without a word (a partition, a failover that drops packets) is found within about
-# a minute, instead of a NOTIFY blocking for the kernel's retransmission timeout (~15 min)
-# while the listener, idle, would never notice.
-TCP_SETTINGS = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-                "keepalives_count": 3, "tcp_user_timeout": 30_000}
 
 
 def supported(engine: Engine) -> bool:
@@ -51,8 +47,7 @@ def _connect(engine: Engine, role: str) -> Any:
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
     cparams.pop("context", None)  # SQLAlchemy's type adapters: nothing here needs them
     cparams.setdefault("application_name", f"hookline {role}")
-    for key, value in TCP_SETTINGS.items():
-        cparams.setdefault(key, value)
+    cparams.update(pg_tcp_settings(engine.url))  # the engine's connect_args are not in its URL
     return psycopg.connect(*cargs, **cparams, autocommit=True)
 
 

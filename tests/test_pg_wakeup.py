@@ -189,23 +189,25 @@ def test_serve_with_its_own_runner_wakes_it_without_notify(tmp_path, pg_url):
             serve.wait(10)
 
 
-def test_the_wake_up_connections_find_a_silent_peer_and_the_url_can_say_otherwise(pg_url):
-    """A partition leaves no RST: without keepalives and a TCP user timeout, a NOTIFY would
-    block for the kernel's retransmission timeout (~15 min) and the idle listener would never
-    notice. What the URL sets wins (a site may need longer)."""
-    from sqlalchemy import create_engine
+def test_connections_find_a_silent_peer_and_the_url_can_say_otherwise(pg_url):
+    """A partition leaves no RST: without keepalives and a TCP user timeout, a statement (the
+    writer's, a NOTIFY) would block for the kernel's retransmission timeout (~15 min), and an
+    idle listener would never notice. Both the engine's pooled connections and the wake-up
+    connections carry them; what the URL sets wins (a site may need longer)."""
+    from automations.db import PG_TCP_SETTINGS, engine_options
+    from automations.wakeup import Listener
 
-    from automations.wakeup import TCP_SETTINGS, Listener
-
-    for url, expected in ((pg_url, TCP_SETTINGS),
-                          (f"{pg_url}?keepalives_idle=120", {**TCP_SETTINGS, "keepalives_idle": 120})):
-        engine = create_engine(url)
+    for url, expected in ((pg_url, PG_TCP_SETTINGS),
+                          (f"{pg_url}?keepalives_idle=120", {**PG_TCP_SETTINGS, "keepalives_idle": 120})):
+        engine = create_engine(url, **engine_options(url))
         listener = Listener(engine, lambda: None)
         listener.start()
         try:
             assert listener.listening.wait(10)
-            settings = listener.conn.info.get_parameters()
-            assert {k: settings[k] for k in expected} == {k: str(v) for k, v in expected.items()}
+            with engine.connect() as conn:
+                pooled = conn.connection.driver_connection.info.get_parameters()
+            for settings in (pooled, listener.conn.info.get_parameters()):
+                assert {k: settings[k] for k in expected} == {k: str(v) for k, v in expected.items()}
         finally:
             listener.stop()
             engine.dispose()
