@@ -282,3 +282,13 @@ def test_duplicate_of_a_recipe_that_no_longer_validates_says_why_and_copies_noth
     assert "Could not copy: steps.0.inputs.url: this connection's credentials may only be sent to" in page
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Recipe)) == 1
+
+
+def test_a_recipes_recent_runs_do_not_repeat_its_name_on_every_row(app, client):
+    recipe_id = create(client, steps=[HTTP_STEP])
+    with app.app_context():
+        token = db.session.get(Recipe, recipe_id).token
+    client.post(f"/hooks/{token}", json={})
+    own = client.get(f"/recipes/{recipe_id}").get_data(as_text=True)
+    assert 'href="/runs/1"' in own and "<th>Recipe</th>" not in own and own.count(">Orders</a>") == 0
+    assert "<th>Recipe</th>" in client.get("/runs/").get_data(as_text=True)
