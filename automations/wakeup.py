@@ -71,11 +71,14 @@ class _Reconnecting:
         self.conn: Any = None
 
     def start(self) -> None:
+        """Once; again only if the thread died. Never after :meth:`stop`: a request finishing
+        after its process's Core was closed must not start another thread."""
         with self._start_lock:  # started on first use: a forking server (gunicorn --preload) forks first
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._loop, name=f"hookline-{self.role.replace(' ', '-')}", daemon=True)
-                self._thread.start()
+            if self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._thread = threading.Thread(target=self._loop, daemon=True,
+                                            name=f"hookline-{self.role.replace(' ', '-')}")
+            self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()

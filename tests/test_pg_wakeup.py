@@ -211,3 +211,22 @@ def test_connections_find_a_silent_peer_and_the_url_can_say_otherwise(pg_url):
         finally:
             listener.stop()
             engine.dispose()
+
+
+def test_a_closed_cores_sender_is_not_started_again_by_a_late_request(pg_url):
+    """A request that finishes after its process's Core was closed (a test app torn down, a
+    tool that embeds Hookline) must not leave a new thread and connection behind."""
+    from automations.wakeup import Broadcaster
+
+    engine = create_engine(pg_url)
+    try:
+        sender = Broadcaster(engine)
+        sender.notify()
+        _wait_for("the sender to connect", lambda: _backends(pg_url, SENDER))
+        sender.stop()
+        _wait_for("the sender's connection to close", lambda: not _backends(pg_url, SENDER))
+        sender.notify()
+        time.sleep(0.5)
+        assert _backends(pg_url, SENDER) == [] and not sender._thread.is_alive()
+    finally:
+        engine.dispose()
