@@ -224,3 +224,25 @@ def test_claimed_runs_are_read_through_core_on_postgres(pg_app):
     row = rows[run_id]
     assert row.body == {"n": 5} and row.headers["X-N"] == "1" and row.query == {"q": ["a"]}
     assert row.received_at is not None and row.status == "queued"
+
+
+def test_the_editors_sample_choices_read_on_postgres(pg_app):
+    """The list of recent events the recipe editor offers (sizes from the stored bytes) and
+    its default, the newest structured one, on PostgreSQL's types (bytea, not SQLite's blob)."""
+    from automations import history
+    from automations.models import Event
+    from tests.conftest import signed_in_client
+
+    client = signed_in_client(pg_app)
+    with pg_app.app_context():
+        recipe = recipes.create(db.session, "r", {"fields": [{"name": "n", "path": "$.n"}]})
+        rid, token = recipe.id, recipe.token
+    client.post(f"/hooks/{token}", json={"n": 1, "tier": "gold"})
+    client.post(f"/hooks/{token}", data="{broken", content_type="application/json")
+    with pg_app.app_context():
+        choices = history.sample_choices(db.session, rid)
+        assert [(c.body_kind, c.parse_failed) for c in choices] == [("text", True), ("json", False)]
+        assert [c.size for c in choices] == [len(db.session.get(Event, c.id).body_raw) for c in choices] != [0, 0]
+        assert history.sample_event(db.session, rid, choices).body == {"n": 1, "tier": "gold"}
+    page = client.get(f"/recipes/{rid}/edit").get_data(as_text=True)
+    assert 'data-path="$.tier"' in page
