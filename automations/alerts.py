@@ -22,7 +22,7 @@ from .clock import utcnow
 from .core import Core
 from .models import Connection, Recipe, RecipeStatus, Run, RunStatus
 from .redact import redact_values
-from .templating import TemplateError, render_value
+from .templating import TemplateError, render_inputs
 
 log = logging.getLogger("hookline.alerts")
 
@@ -86,10 +86,7 @@ def _send(core: Core, alert: dict[str, Any], context: dict[str, Any]) -> None:
         row = (conn.execute(select(Connection.settings, Connection.secret_blob)
                             .where(Connection.id == alert.get("connection"))).first()
                if alert.get("connection") else None)
-    inputs = {}
-    for f in action.fields:
-        value = (alert.get("inputs") or {}).get(f.name, f.default)
-        inputs[f.name] = render_value(value, context) if f.template and value is not None else value
+    inputs = render_inputs(action.fields, alert.get("inputs") or {}, context)
     ctx = ActionContext(inputs=inputs, credentials=connections_mod.credentials_for(core.secret_box, row),
                         http=core.http, idempotency_key=f"hookline-alert-{context['run']['id']}")
     for attempt in range(1, ALERT_ATTEMPTS + 1):

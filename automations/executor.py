@@ -34,7 +34,7 @@ from .redact import redact_values
 from .retry import RetryPolicy, next_attempt_at
 from .secrets import SecretsError
 from .sqlite_rows import execute_many, insert_rows, read_each
-from .templating import TemplateError, build_context, render_value
+from .templating import TemplateError, build_context, render_inputs
 
 log = logging.getLogger("hookline.runner")
 
@@ -104,15 +104,6 @@ def trigger_of(event: Event) -> dict[str, Any]:
         body = event.query  # GET hooks carry their data in the query string
     return {"body": body, "headers": event.headers or {}, "query": event.query or {},
             "method": event.method, "received_at": event.received_at.isoformat() + "Z"}
-
-
-def _step_inputs(action_key: str, raw_inputs: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    action = ACTIONS[action_key]
-    out: dict[str, Any] = {}
-    for f in action.fields:
-        value = raw_inputs.get(f.name, f.default)
-        out[f.name] = render_value(value, context) if (f.template and value is not None) else value
-    return out
 
 
 def execute(core: Core, run_id: int, owner: str, claimed: Any = None,
@@ -198,7 +189,7 @@ def _execute_step(core: Core, run: Run, owner: str, index: int, step: dict[str, 
         if step.get("connection") and conn is None:
             raise PermanentError(f"connection {step['connection']} no longer exists")
         try:
-            inputs = _step_inputs(action_key, step.get("inputs") or {}, context)
+            inputs = render_inputs(ACTIONS[action_key].fields, step.get("inputs") or {}, context)
         except TemplateError as exc:
             if action.halts is None:
                 raise

@@ -104,6 +104,8 @@ def preview(definition: dict[str, Any], trigger: dict[str, Any], budget: float =
         rendered: dict[str, Any] = {}
         timed_out = False
         for f in action.fields:
+            if not f.used_with(raw):
+                continue  # the run ignores it: showing it would claim it is sent
             value = raw.get(f.name, f.default)
             item = InputPreview(f.name, f.label)
             if f.template and value is not None and time.monotonic() > deadline:

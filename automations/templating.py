@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -154,6 +154,18 @@ def render(source: str, context: dict, *, max_output: int | None = None, max_wor
             raise
         except Exception as exc:
             raise _as_template_error(exc, lineno) from exc
+
+
+def render_inputs(fields: Iterable[Any], raw_inputs: dict[str, Any], context: dict) -> dict[str, Any]:
+    """An action's inputs for a run (or an alert): each declared field the run uses, its saved
+    value (or default) rendered when it is a template. ``fields``: connectors.base.Field."""
+    out: dict[str, Any] = {}
+    for f in fields:
+        if not f.used_with(raw_inputs):
+            continue
+        value = raw_inputs.get(f.name, f.default)
+        out[f.name] = render_value(value, context) if (f.template and value is not None) else value
+    return out
 
 
 def render_value(value: Any, context: dict, *, max_output: int | None = None,

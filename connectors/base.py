@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +37,13 @@ class Field:
     secret: bool = False    # never shown again once saved; redacted in history
     placeholder: str = ""
     check: Callable[[Any], str | None] | None = None  # a saved value's problem, or None (credentials)
+    # Whether a run uses this input, given the step's inputs as saved (not rendered); None:
+    # always. An input a run ignores (a raw body's content type beside a JSON body) is not
+    # rendered, cannot fail the run, and is left out of the history and the preview.
+    applies: Callable[[Mapping[str, Any]], bool] | None = None
+
+    def used_with(self, inputs: Mapping[str, Any]) -> bool:
+        return self.applies is None or self.applies(inputs)
 
 
 @dataclass(frozen=True)

@@ -186,11 +186,12 @@ ACTIONS = (
                   help="Extra request headers; an Idempotency-Key header is added unless you set one."),
             Field("body_type", "Body type", "select", required=True, default="json", template=False,
                   choices=BODY_TYPES, help="How the body is encoded; 'No body' sends nothing."),
-            Field("body", "Body", "text", default="",
+            Field("body", "Body", "text", default="", applies=lambda i: (i.get("body_type") or "json") != "none",
                   help=("JSON: an object or list (text must parse as JSON); put values in with to_json, "
                         "e.g. {\"email\": {{ email | to_json }}}, so a value cannot change the JSON around it. "
                         "Form: key/value pairs. Raw: text.")),
             Field("content_type", "Content type", default="text/plain; charset=utf-8",
+                  applies=lambda i: i.get("body_type") == "raw",
                   help="Content-Type header for a raw body (ignored for JSON and form bodies)."),
         ),
     ),

@@ -389,3 +389,23 @@ def test_query_and_headers_reach_the_event_as_the_sender_sent_them(live):
         assert event.headers["content-type"] == "text/plain"
         assert event.headers["content-length"] == "5"
         assert event.body == "plain" and event.method == "POST"
+
+
+def test_an_input_the_step_does_not_use_is_neither_rendered_nor_recorded(live, sink):
+    """Reported: "I switched a step to 'No body' and its runs failed on the old body's template,
+    which nothing sends"; and the history showed a text/plain content type beside a JSON body
+    that went out as application/json. The declaration says which inputs a run uses."""
+    app = live.app
+    _, token = make_recipe(app, steps=[
+        http_step("json", sink.url + "/json", '{"n": {{ trigger.body.n }}}'),
+        http_step("nobody", sink.url + "/nobody", "{{ trigger.body.gone.deeper }}", body_type="none"),
+        http_step("raw", sink.url + "/raw", "n={{ trigger.body.n }}", body_type="raw", content_type="text/csv")])
+    run_id = live.post(token, json={"n": 7}).json()["run_id"]
+    assert wait_run(app, run_id) == "succeeded"
+    got = {r.path: r for r in sink.wait_for(3)}
+    assert got["/json"].json() == {"n": 7} and got["/nobody"].body == b"" and got["/raw"].body == b"n=7"
+    assert got["/raw"].headers["Content-Type"] == "text/csv"
+    recorded = {s["key"]: s["input"] for s in steps_of(app, run_id)}
+    assert "content_type" not in recorded["json"] and recorded["json"]["body"] == '{"n": 7}'
+    assert "body" not in recorded["nobody"] and "content_type" not in recorded["nobody"]
+    assert recorded["raw"]["content_type"] == "text/csv"

@@ -257,3 +257,16 @@ def test_a_sample_from_another_recipe_is_not_shown(app, client) -> None:
             foreign = db.session.scalar(select(Event.id).where(Event.recipe_id == other))
         page = client.get(f"/recipes/{recipe_id}/edit?sample_event={foreign}").get_data(as_text=True)
     assert "other recipe" not in page and re.search(rf'<option value="{bob}" selected>', page)
+
+
+def test_the_preview_leaves_out_inputs_the_run_ignores() -> None:
+    """A raw body's content type beside a JSON body, a body beside "No body": showing them
+    would say they are sent."""
+    def shown(**inputs):
+        step = {"key": "s", "action": "http_request",
+                "inputs": {"method": "POST", "url": "https://crm.example/", "body": "{}", **inputs}}
+        return [i.name for i in preview(recipes_mod.normalize({"steps": [step]}), {"body": {}}).steps[0].inputs]
+
+    assert "content_type" not in shown(body_type="json") and "body" in shown(body_type="json")
+    assert "content_type" in shown(body_type="raw", content_type="text/csv")
+    assert "body" not in shown(body_type="none")
