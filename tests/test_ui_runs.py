@@ -289,6 +289,15 @@ def test_the_list_says_when_a_delayed_run_resumes_and_when_a_retry_is_due(app):
 
         assert note("queued", 330) == "resumes in 5 min"
         assert note("queued", 330, error="HTTP 503") == "retry in 5 min"
+        assert note("queued", 3, error="HTTP 503") == "retry in a few seconds"
         assert note("queued", -2, error="HTTP 503") == "retry due now"
+        assert note("queued", -2) == ""  # a new run: due since it was stored, waiting its turn
         assert note("running", 300, error="HTTP 503") == ""
         assert waiting_note(SimpleNamespace(status="queued", error=None, next_attempt_at=None)) == ""
+
+
+def test_new_runs_carry_no_waiting_note(paged):
+    """A new run is due from the moment it is stored: nothing to say under its badge."""
+    _app, client, _a, _b = paged
+    page = client.get("/runs/?status=queued").get_data(as_text=True)
+    assert run_ids(page) and "run-waiting" not in page

@@ -65,13 +65,15 @@ def ago_text(when: datetime) -> str:
 @bp.app_template_filter("waiting_note")
 def waiting_note(run: Any) -> str:
     """What a queued run waits for, for the run list: a retry after a failed attempt (the
-    run has an error) or the end of a "Delay" step; "" for a run simply waiting its turn."""
+    run has an error) or the end of a "Delay" step; "" for a run simply waiting its turn (a new
+    one is due from the moment it is stored)."""
     if run.status != "queued" or run.next_attempt_at is None:
         return ""
+    ahead = (run.next_attempt_at - core().clock.now()).total_seconds()
     what = "retry" if run.error else "resumes"
-    if run.next_attempt_at <= core().clock.now():
-        return f"{what} due now"
-    return f"{what} {ago(run.next_attempt_at)}"
+    if ahead <= 0:
+        return "retry due now" if run.error else ""
+    return f"{what} in a few seconds" if ahead < 5 else f"{what} {ago(run.next_attempt_at)}"
 
 
 @bp.app_template_filter("one_line")
