@@ -56,7 +56,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -73,7 +73,7 @@ class BatchWriter:
     def __init__(self, engine: Engine, max_batch: int = 256) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[Work, Completion] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Work, Waiter] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._conn: Connection | None = None  # the writer thread's own, between batches
@@ -85,17 +85,10 @@ class BatchWriter:
         has not begun within ``timeout`` it is withdrawn and :class:`Abandoned` raised (it will
         never run); if it had begun, the outcome is waited for ``grace`` seconds more."""
         waiter = Waiter()
-        self.submit_to(work, waiter)
-        return waiter.result(timeout, grace)
-
-    def submit_to(self, work: Callable[[Connection], Any], completion: Completion) -> None:
-        """As :meth:`submit`, without waiting: the writer thread calls ``completion``'s
-        ``start`` once the unit's transaction has begun (and runs the unit only if it says
-        so), then ``set_result`` or ``set_exception`` once the unit is committed or has
-        failed."""
         if self._thread is None:
             self._start()
-        self._queue.put((work, completion))
+        self._queue.put((work, waiter))
+        return waiter.result(timeout, grace)
 
     def _start(self) -> None:
         with self._start_lock:
@@ -146,8 +139,8 @@ class BatchWriter:
                 batch = rest
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Work, Completion]]) -> None:
-        started: list[tuple[Work, Completion]] | None = None
+    def _commit(self, batch: list[tuple[Work, Waiter]]) -> None:
+        started: list[tuple[Work, Waiter]] | None = None
         try:
             conn = self._connection()
             with conn.begin():
@@ -170,7 +163,7 @@ class BatchWriter:
         for (_w, completion), result in zip(started, results, strict=True):
             completion.set_result(result)
 
-    def _commit_one(self, work: Work, completion: Completion, begun: bool) -> None:
+    def _commit_one(self, work: Work, completion: Waiter, begun: bool) -> None:
         """``work`` in a transaction of its own; ``begun``: the unit was started already (in a
         batch that failed), so its caller waits for this outcome."""
         try:
@@ -206,31 +199,13 @@ class Abandoned(TimeoutError):
     and will never run (nothing of it is committed)."""
 
 
-class Completion(Protocol):
-    """What the writer thread tells of a unit's outcome. Not a ``Future``: a condition
-    variable, a lock per wait and notify_all per unit cost the writer thread about 5 % of its
-    time. All methods run in the writer thread and must not raise or block."""
-
-    def start(self) -> bool:
-        """The unit's transaction has begun: True to run it, False if its caller gave up
-        (the unit is then skipped and neither ``set_…`` is called). Called once per unit;
-        atomic against the caller giving up."""
-        ...
-
-    def gave_up(self) -> bool:
-        """Whether the caller gave up on a unit not yet started (a cheap look, to skip it
-        without waiting for the database; ``start`` decides)."""
-        ...
-
-    def set_result(self, value: Any) -> None: ...
-
-    def set_exception(self, exc: BaseException) -> None: ...
-
-
 class Waiter:
-    """:meth:`BatchWriter.submit`'s completion, for its one waiting caller: one lock,
-    released when the outcome is in, and one taken by whichever comes first, the writer
-    starting the unit or the caller giving up on it."""
+    """A unit's outcome, between the writer thread and the one caller of :meth:`BatchWriter.submit`
+    waiting for it: one lock, released when the outcome is in, and one taken by whichever comes
+    first, the writer starting the unit or the caller giving up on it. Not a ``Future``: a
+    condition variable, a lock per wait and notify_all per unit cost the writer thread about 5 %
+    of its time. The writer thread's methods (``start``, ``gave_up``, ``set_…``) never raise or
+    block."""
 
     __slots__ = ("_claim", "_done", "_error", "_value")
 
@@ -242,9 +217,12 @@ class Waiter:
         self._error: BaseException | None = None
 
     def start(self) -> bool:
+        """The unit's transaction has begun: True to run it, False if its caller gave up (it
+        is then skipped and neither ``set_…`` is called)."""
         return self._claim.acquire(False)
 
     def gave_up(self) -> bool:
+        """A cheap look, to skip a unit not yet started without waiting for the database."""
         return self._claim.locked()  # asked only before the writer starts the unit
 
     def set_result(self, value: Any) -> None:
@@ -271,15 +249,12 @@ class Waiter:
         if self._done.acquire(timeout=timeout):
             return self.outcome()
         if self._claim.acquire(False):  # the writer will skip it
-            raise Abandoned(abandoned_message(timeout))
+            raise Abandoned(f"the writer did not commit this within {timeout:g} s: withdrawn before it "
+                            "began, it will not run")
         if self._done.acquire(timeout=max(grace, 0.0)):
             return self.outcome()
         raise TimeoutError(f"the writer began this but did not commit it within {timeout + grace:g} s; "
                            "it may still commit")
-
-
-def abandoned_message(timeout: float) -> str:
-    return f"the writer did not commit this within {timeout:g} s: withdrawn before it began, it will not run"
 
 
 def run_units(conn: Connection, works: list[Work]) -> list[Any]:
