@@ -141,9 +141,9 @@ class Core:
         return self.pg_notify and wakeup.supported(self.engine)
 
     def announce_runs(self) -> None:
-        """Runs were just committed: wake the runners of other processes (PostgreSQL), which
-        would otherwise find them at their next poll. This process's own runner is woken by
-        its caller. Never blocks."""
+        """Runs were just committed by a process without a runner of its own: wake the runners
+        of other processes (PostgreSQL), which would otherwise find them at their next poll.
+        Never blocks."""
         if self.broadcaster is not None:
             self.broadcaster.notify()
 

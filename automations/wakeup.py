@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -56,7 +57,7 @@ def _close(conn: Any) -> None:
         conn.close()
 
 
-class _Reconnecting:
+class _Reconnecting(ABC):
     """The shared part of both sides: a daemon thread that keeps one connection, says once
     that it lost it (and once that it has it back), and waits longer between each attempt."""
 
@@ -114,8 +115,9 @@ class _Reconnecting:
     def _connected(self) -> None:
         pass
 
+    @abstractmethod
     def _serve(self, conn: Any) -> None:
-        raise NotImplementedError
+        """Use the connection until it fails (raise) or :meth:`stop` is called (return)."""
 
 
 class Broadcaster(_Reconnecting):
